@@ -1,0 +1,60 @@
+"""An echo server over the protocol core, for conformance suites and client tests.
+
+    python -m app.server.echo --bind 127.0.0.1:9001 [--max-size BYTES]
+
+Every text or binary message comes back as it was sent; permessage-deflate
+is offered; any path is accepted; there is no authentication.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+
+from app.ws import DeflateConfig, TextMessage  # noqa: E402
+
+from .server import ServerConfig, WebSocketServer, parse_bind  # noqa: E402
+from .websocket import ServerWebSocket  # noqa: E402
+
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+
+
+def echo(ws: ServerWebSocket) -> None:
+    """Send every message back as it came."""
+    for message in ws:
+        if isinstance(message, TextMessage):
+            ws.send_text(message.data)
+        else:
+            ws.send_binary(message.data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.server.echo", description=__doc__.split("\n")[0])
+    parser.add_argument("--bind", default="127.0.0.1:9001", help="HOST:PORT to listen on (default %(default)s)")
+    parser.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest message in bytes (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(max_message_size=args.max_size, deflate=DeflateConfig())
+    server = WebSocketServer(parse_bind(args.bind), echo, config)
+    server.start()
+    host, port = server.address[:2]
+    print(f"echo server listening on ws://{host}:{port}/", flush=True)
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+    server.stop(timeout=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""A gevent ``StreamServer`` that speaks WebSocket: one greenlet per client.
+
+The handler contract (as in gevent's ``StreamServer``): ``handler(ws)`` runs
+in the client's own greenlet once the handshake succeeded; when it returns,
+the connection is closed (1000 unless the handler closed it otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from app.ws import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Connection,
+    DeflateConfig,
+    Handshake,
+    HandshakeRejected,
+    PerMessageDeflate,
+    Request,
+    RequestReader,
+    accept,
+    reject,
+    rejection,
+)
+
+from .websocket import ServerWebSocket
+
+__all__ = ["ServerConfig", "WebSocketServer"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ServerWebSocket], None]
+#: Decides about a request before the upgrade: ``None`` to go on, or a
+#: refused :class:`Handshake` (404 for an unknown path, 401, 403 …).
+Gate = Callable[[Request], "Handshake | None"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the I/O layer can be told, with the defaults it uses."""
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    deflate: DeflateConfig | None = field(default_factory=DeflateConfig)
+    subprotocols: Sequence[str] = ()
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    max_connections: int = 10_000
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``"127.0.0.1:9001"`` or ``"[::1]:9001"`` as an address tuple."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {bind!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class WebSocketServer:
+    """Accepts connections, runs the handshake, then hands each client to ``handler``."""
+
+    def __init__(
+        self,
+        listener: tuple[str, int] | socket.socket,
+        handler: Handler,
+        config: ServerConfig | None = None,
+        *,
+        gate: Gate | None = None,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.handler = handler
+        self.gate = gate
+        self.pool = Pool(self.config.max_connections)
+        self.stream_server = StreamServer(listener, self._handle, spawn=self.pool)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound address (the real port when bound to port 0)."""
+        return self.stream_server.address
+
+    def start(self) -> None:
+        """Bind and accept in the background."""
+        self.stream_server.start()
+
+    def serve_forever(self) -> None:
+        """Bind and accept until stopped."""
+        self.stream_server.serve_forever()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting and give running handlers ``timeout`` seconds to end."""
+        self.stream_server.stop(timeout)
+
+    def _read_request(self, sock: socket.socket) -> tuple[Request, bytes] | Handshake | None:
+        """The request head and the bytes after it, a rejection, or ``None`` on EOF."""
+        reader = RequestReader()
+        while True:
+            data = sock.recv(8192)
+            if not data:
+                return None
+            try:
+                request = reader.feed(data)
+            except HandshakeRejected as error:
+                return rejection(error)
+            if request is not None:
+                return request, reader.leftover
+
+    def _handshake(self, sock: socket.socket) -> tuple[Handshake, Request, bytes] | None:
+        try:
+            with gevent.Timeout(self.config.handshake_timeout):
+                result = self._read_request(sock)
+        except gevent.Timeout:
+            result = reject(HTTPStatus.REQUEST_TIMEOUT, "handshake not completed in time")
+        if result is None:
+            return None
+        if isinstance(result, Handshake):
+            sock.sendall(result.response.serialize())
+            return None
+        request, leftover = result
+        handshake = self.gate(request) if self.gate is not None else None
+        if handshake is None:
+            handshake = accept(
+                request,
+                subprotocols=self.config.subprotocols,
+                deflate=self.config.deflate,
+            )
+        sock.sendall(handshake.response.serialize())
+        if not handshake.accepted:
+            log.info("handshake refused: %s", handshake.error)
+            return None
+        return handshake, request, leftover
+
+    def _handle(self, sock: socket.socket, address: tuple) -> None:
+        """The life of one client: handshake, handler, close (gevent handler contract)."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket in tests)
+        try:
+            done = self._handshake(sock)
+        except OSError:
+            done = None
+        if done is None:
+            _close_quietly(sock)
+            return
+        handshake, request, leftover = done
+        deflate = (
+            PerMessageDeflate(handshake.deflate, self.config.deflate)
+            if handshake.deflate is not None and self.config.deflate is not None
+            else None
+        )
+        protocol = Connection(deflate=deflate, max_message_size=self.config.max_message_size)
+        ws = ServerWebSocket(
+            sock,
+            address,
+            protocol,
+            request,
+            subprotocol=handshake.subprotocol,
+            close_timeout=self.config.close_timeout,
+        )
+        try:
+            ws.feed(leftover)
+            self.handler(ws)
+        finally:
+            ws.close()
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    sock.close()

@@ -1,0 +1,19 @@
+"""Shared fixtures: timeouts scale with CHAT_TEST_TIMEOUT_SCALE on slow machines."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+TIMEOUT_SCALE = float(os.environ.get("CHAT_TEST_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A timeout, scaled for slow or loaded machines."""
+    return seconds * TIMEOUT_SCALE
+
+
+@pytest.fixture
+def timeout_scale() -> float:
+    return TIMEOUT_SCALE
