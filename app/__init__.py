@@ -1,0 +1,28 @@
+"""A real-time, multi-room chat server on gevent.
+
+:func:`create_app` builds the Flask application (pages, admin, HTTP API). It
+starts no servers and does no network I/O: the WebSocket server is started by
+the process that serves the app (``gunicorn.conf.py`` or ``python -m app``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from .config import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """The Flask application, configured from ``settings`` (default: the environment)."""
+    settings = settings or Settings.from_env(**overrides)
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.config.update(SECRET_KEY=settings.secret_key, CHAT_SETTINGS=settings)
+
+    from .web import pages
+
+    pages.init_app(app)
+    return app

@@ -70,7 +70,8 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
 
 
-_OPCODES = frozenset(Opcode)
+# Opcode by its 4-bit value; None for the reserved ones (§5.2).
+_OPCODES: tuple[Opcode | None, ...] = tuple(Opcode(v) if v in Opcode._value2member_map_ else None for v in range(16))
 
 
 def is_valid_close_code(code: int) -> bool:
@@ -83,8 +84,7 @@ def is_valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
 
 
-@dataclass(frozen=True, slots=True)
-class FrameHeader:
+class FrameHeader(NamedTuple):
     """The fixed part of a frame (RFC 6455 §5.2), as read from the wire."""
 
     opcode: Opcode
@@ -264,9 +264,9 @@ class FrameParser:
         size = 2 + (4 if is_masked else 0) + (2 if length == 126 else 8 if length == 127 else 0)
         if available < size:
             return None
-        opcode = b0 & 0x0F
-        if opcode not in _OPCODES:
-            raise ProtocolError(f"reserved opcode {opcode:#x}")
+        opcode = _OPCODES[b0 & 0x0F]
+        if opcode is None:
+            raise ProtocolError(f"reserved opcode {b0 & 0x0F:#x}")
         if is_masked != self.masked:
             raise ProtocolError("client frames must be masked" if self.masked else "server frames must not be masked")
         if length == 126:
@@ -288,7 +288,7 @@ class FrameParser:
             if available < size + length:
                 return None  # control frames are handed out whole
         header = FrameHeader(
-            Opcode(opcode),
+            opcode,
             length,
             fin,
             bool(b0 & 0x40),

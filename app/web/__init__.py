@@ -1,0 +1,1 @@
+"""Flask blueprints: the pages people see and the HTTP API."""
