@@ -19,7 +19,9 @@ from gevent.server import StreamServer
 
 from app.ws import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    CloseCode,
     Connection,
+    ConnectionClosed,
     DeflateConfig,
     Handshake,
     HandshakeRejected,
@@ -167,6 +169,11 @@ class WebSocketServer:
         try:
             ws.feed(leftover)
             self.handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("handler failed for %s", address)
+            ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             ws.close()
 

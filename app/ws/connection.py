@@ -28,6 +28,7 @@ even across fragments and across reads (§8.1).
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from .deflate import PerMessageDeflate
 from .events import BinaryMessage, CloseReceived, Event, Ping, Pong, TextMessage
@@ -71,6 +72,24 @@ def _truncate_reason(reason: str) -> str:
 class Connection:
     """The server side of one WebSocket connection, without I/O."""
 
+    __slots__ = (
+        "_msg_compressed",
+        "_msg_decoder",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_size",
+        "_msg_wire_size",
+        "_out",
+        "_parser",
+        "auto_pong",
+        "close_code",
+        "close_reason",
+        "deflate",
+        "failure",
+        "max_message_size",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -95,7 +114,7 @@ class Connection:
         self._msg_compressed = False
         self._msg_wire_size = 0
         self._msg_size = 0
-        self._msg_parts: list = []
+        self._msg_parts: list[Any] = []  # str pieces of a text message, bytes of a binary one
         self._msg_decoder: Utf8Decoder | None = None
 
     # -- receiving ---------------------------------------------------------
