@@ -127,9 +127,10 @@ class Connection:
     def receive_eof(self) -> None:
         """The peer closed the TCP connection (or it broke)."""
         if self.state is not State.CLOSED:
+            # No close frame came (§7.1.5): whatever we sent, the code is 1006.
             self.state = State.CLOSED
-            if self.close_code is None:
-                self.close_code = CloseCode.ABNORMAL_CLOSURE
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
+            self.close_reason = ""
 
     def next_event(self) -> Event | None:
         """The next event from the received bytes, or ``None`` until more arrive.

@@ -217,8 +217,10 @@ class PerMessageDeflate:
         budget and :class:`InvalidPayloadData` on data that is not deflate.
         """
         decompressor = self._decompressor
-        if decompressor is None or decompressor.eof:
+        if decompressor is None:
             decompressor = self._decompressor = zlib.decompressobj(-self.params.client_max_window_bits)
+        elif decompressor.eof:
+            return b""  # the message ended with a BFINAL block (§7.2.3.4): the rest is padding
         try:
             out = decompressor.decompress(data, budget + 1)
         except zlib.error:
@@ -230,6 +232,8 @@ class PerMessageDeflate:
     def finish(self, budget: int) -> bytes:
         """Inflate the end of a message (the tail §7.2.2 has us append)."""
         out = self.decompress(_TAIL, budget)
-        if self.params.client_no_context_takeover:
-            self._decompressor = None  # nothing of this message is needed again
+        if self.params.client_no_context_takeover or (self._decompressor is not None and self._decompressor.eof):
+            # Nothing of this message is needed again, or its stream ended
+            # with a BFINAL block and the next message starts a new one.
+            self._decompressor = None
         return out

@@ -117,8 +117,8 @@ def accept(
     """Validate an upgrade request and build the response (RFC 6455 §4.2.1, §4.2.2).
 
     ``subprotocols`` are the ones this server speaks; the first of the
-    client's offer (its order is its preference) that is among them is
-    chosen. ``deflate`` enables permessage-deflate with that configuration.
+    client's offer (its order is its preference) that is among them, compared
+    exactly, is chosen. ``deflate`` enables permessage-deflate with that configuration.
     """
     try:
         key = _validate(request)
@@ -131,10 +131,11 @@ def accept(
         ("Sec-WebSocket-Accept", accept_key(key)),
     ]
     subprotocol = None
-    offered = parse_tokens(request.get("Sec-WebSocket-Protocol"))
+    offered = request.get("Sec-WebSocket-Protocol")
     if offered:
-        supported = {name.lower(): name for name in subprotocols}
-        subprotocol = next((supported[name] for name in offered if name in supported), None)
+        # §4.2.2: the value is one of the client's, echoed exactly as sent.
+        candidates = [item.strip() for item in offered.split(",")]
+        subprotocol = next((name for name in candidates if name in subprotocols), None)
         if subprotocol is not None:
             headers.append(("Sec-WebSocket-Protocol", subprotocol))
 
@@ -171,7 +172,7 @@ def _validate(request: Request) -> str:
         raise HandshakeRejected(
             HTTPStatus.UPGRADE_REQUIRED,
             "unsupported Sec-WebSocket-Version" if versions else "missing Sec-WebSocket-Version",
-            [("Sec-WebSocket-Version", "13")],
+            [*upgrade_headers, ("Sec-WebSocket-Version", "13")],
         )
     keys = request.get_all("Sec-WebSocket-Key")
     if len(keys) != 1:
