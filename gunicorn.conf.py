@@ -1,9 +1,42 @@
-"""gunicorn settings for the chat: one gevent worker, the embedded default."""
+"""gunicorn settings for the chat: the gevent worker, the chat's WebSocket server inside it.
+
+    gunicorn -c gunicorn.conf.py wsgi:app [--bind HOST:PORT]
+
+The WebSocket server (``CHAT_WS_BIND``) runs in the worker, beside the Flask
+app, so both see the same rooms. Rooms live in one process's memory, so more
+than one worker needs Redis (``CHAT_REDIS_URL``), which this version does not
+have yet: several workers are refused.
+"""
 
 import os
 
-bind = os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")
+import gevent
+
+bind = [os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")]
 worker_class = "gevent"
 workers = 1
 graceful_timeout = 10
 accesslog = "-"
+
+
+def on_starting(server):
+    """Refuse a configuration that would split the rooms between processes."""
+    if server.cfg.workers > 1 and not os.environ.get("CHAT_REDIS_URL"):
+        raise SystemExit(
+            f"chat: {server.cfg.workers} workers would each hold their own rooms; "
+            "run one worker (-w 1), or share rooms through Redis by setting CHAT_REDIS_URL"
+        )
+
+
+def post_worker_init(worker):
+    """Start the chat's WebSocket server in this worker; stop it when the worker stops."""
+    from app.runtime import start_chat
+
+    chat = start_chat(worker.wsgi, [str(listener) for listener in worker.sockets])
+
+    def stop_when_worker_stops():
+        while worker.alive:
+            gevent.sleep(0.1)
+        chat.stop(timeout=max(1.0, worker.cfg.graceful_timeout - 2))
+
+    gevent.spawn(stop_when_worker_stops)

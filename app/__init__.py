@@ -20,9 +20,20 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """The Flask application, configured from ``settings`` (default: the environment)."""
     settings = settings or Settings.from_env(**overrides)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
-    app.config.update(SECRET_KEY=settings.secret_key, CHAT_SETTINGS=settings)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        CHAT_SETTINGS=settings,
+        PERMANENT_SESSION_LIFETIME=settings.token_ttl,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+    )
 
-    from .web import pages
+    from .chat import build_service
+    from .chat.auth import TokenSigner
+    from .web import api, pages
 
+    app.extensions["chat"] = build_service(settings)
+    app.extensions["chat_tokens"] = TokenSigner(settings.secret_key, settings.token_ttl)
     pages.init_app(app)
+    api.init_app(app)
     return app

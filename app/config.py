@@ -1,7 +1,8 @@
 """Configuration in one place: defaults, then ``CHAT_*`` environment variables.
 
 Every setting the product reads is a field of :class:`Settings`; nothing else
-reads the environment. Tests build a ``Settings`` with overrides instead.
+reads the environment. Tests build a ``Settings`` with overrides instead. The
+README lists them all.
 """
 
 from __future__ import annotations
@@ -17,14 +18,38 @@ __all__ = ["Settings"]
 
 @dataclass(frozen=True)
 class Settings:
-    """The product's settings; the environment variable of each is ``CHAT_`` + its name in capitals."""
+    """The product's settings; each is read from ``CHAT_`` + its name in capitals."""
 
-    #: Signs session cookies and tokens; set it, or sessions end with the process.
+    #: Signs session cookies and tokens. Unset: a random key, so sessions end with the process.
     secret_key: str = ""
     #: Where the WebSocket server listens (``HOST:PORT``).
     ws_bind: str = "127.0.0.1:8001"
-    #: The largest WebSocket message accepted, in bytes.
+    #: The WebSocket URL clients are given; empty: derived from ``ws_bind`` and the request's host.
+    ws_public_url: str = ""
+    #: Browser origins allowed to open a WebSocket, comma-separated; empty: the web app's own origin.
+    allowed_origins: str = ""
+    #: The SQLite history database.
+    db: str = "instance/chat.db"
+    #: SQLite ``synchronous``: NORMAL survives a killed process, FULL also a power cut.
+    db_synchronous: str = "NORMAL"
+    #: How long a session token is valid, in seconds.
+    token_ttl: int = 86400
+    #: The largest WebSocket message accepted, in bytes (larger: closed with 1009).
     max_message_size: int = 64 * 1024
+    #: The longest chat text, in characters.
+    max_text: int = 4000
+    #: Bytes a client may have waiting to be sent before it is closed with 1008.
+    send_buffer: int = 1024 * 1024
+    #: Seconds between keepalive pings, and to wait for the pong.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    #: Seconds a client has to complete the opening handshake, and the closing one.
+    handshake_timeout: float = 10.0
+    close_timeout: float = 5.0
+    #: Most simultaneous WebSocket connections.
+    max_connections: int = 10_000
+    #: Redis for several workers or hosts (not yet supported: one process only).
+    redis_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
@@ -34,9 +59,17 @@ class Settings:
             raw = environ.get("CHAT_" + field.name.upper())
             if raw is None:
                 continue
-            default = field.default
-            values[field.name] = int(raw) if isinstance(default, int) and not isinstance(default, bool) else raw
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw) if kind in (int, float) else raw
+            except ValueError:
+                raise ValueError(f"CHAT_{field.name.upper()} must be a number, got {raw!r}") from None
         settings = cls(**values)
-        if not settings.secret_key:
+        if not settings.secret_key and "secret_key" not in overrides:
             settings = replace(settings, secret_key=secrets.token_hex(32))
         return replace(settings, **overrides)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The configured allowed origins, without trailing slashes."""
+        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())

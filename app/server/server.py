@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 
 import gevent
 from gevent.pool import Pool
@@ -40,9 +41,10 @@ __all__ = ["ServerConfig", "WebSocketServer"]
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ServerWebSocket], None]
-#: Decides about a request before the upgrade: ``None`` to go on, or a
-#: refused :class:`Handshake` (404 for an unknown path, 401, 403 …).
-Gate = Callable[[Request], "Handshake | None"]
+#: Decides about a request before the upgrade: a refused :class:`Handshake`
+#: (404 for an unknown path, 401, 403 …), or anything else to go on — that
+#: value becomes the connection's ``context`` (say, the client's identity).
+Gate = Callable[[Request], Any]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     max_connections: int = 10_000
+    #: Bytes that may wait to be sent to one client (see ServerWebSocket.offer).
+    send_limit: int = 1024 * 1024
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -113,7 +117,7 @@ class WebSocketServer:
             if request is not None:
                 return request, reader.leftover
 
-    def _handshake(self, sock: socket.socket) -> tuple[Handshake, Request, bytes] | None:
+    def _handshake(self, sock: socket.socket) -> tuple[Handshake, Request, bytes, Any] | None:
         try:
             with gevent.Timeout(self.config.handshake_timeout):
                 result = self._read_request(sock)
@@ -125,8 +129,10 @@ class WebSocketServer:
             sock.sendall(result.response.serialize())
             return None
         request, leftover = result
-        handshake = self.gate(request) if self.gate is not None else None
-        if handshake is None:
+        context = self.gate(request) if self.gate is not None else None
+        if isinstance(context, Handshake):
+            handshake = context
+        else:
             handshake = accept(
                 request,
                 subprotocols=self.config.subprotocols,
@@ -136,7 +142,7 @@ class WebSocketServer:
         if not handshake.accepted:
             log.info("handshake refused: %s", handshake.error)
             return None
-        return handshake, request, leftover
+        return handshake, request, leftover, context
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         """The life of one client: handshake, handler, close (gevent handler contract)."""
@@ -151,7 +157,7 @@ class WebSocketServer:
         if done is None:
             _close_quietly(sock)
             return
-        handshake, request, leftover = done
+        handshake, request, leftover, context = done
         deflate = (
             PerMessageDeflate(handshake.deflate, self.config.deflate)
             if handshake.deflate is not None and self.config.deflate is not None
@@ -165,6 +171,8 @@ class WebSocketServer:
             request,
             subprotocol=handshake.subprotocol,
             close_timeout=self.config.close_timeout,
+            send_limit=self.config.send_limit,
+            context=context,
         )
         try:
             ws.feed(leftover)

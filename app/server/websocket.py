@@ -1,23 +1,34 @@
 """One accepted WebSocket connection, driven by its own greenlet.
 
 :class:`ServerWebSocket` owns the socket and a sans-I/O
-:class:`~app.ws.Connection`: it reads bytes into the protocol, writes what the
-protocol queues (pongs, close frames), and hands the handler whole messages.
+:class:`~app.ws.Connection`: it reads bytes into the protocol, hands the
+handler whole messages, and writes frames.
+
+Writing never lets one client hold up another. :meth:`offer` (used by a
+broadcast, from any greenlet) writes straight to the socket when nothing is
+waiting — no greenlet switch — and otherwise appends to a bounded buffer that
+a writer greenlet, started only then, drains with one ``send`` for all the
+frames waiting (coalescing). A client whose buffer would pass ``send_limit``
+bytes is closed with 1008. The handler's own sends (:meth:`send_text`, …) wait
+instead: backpressure on the one client that is being answered.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import gevent
+from gevent.event import Event
 
 from app.ws import (
     BinaryMessage,
     CloseCode,
     Connection,
     ConnectionClosed,
-    InvalidState,
+    Pong,
     Request,
     State,
     TextMessage,
@@ -35,12 +46,14 @@ class ServerWebSocket:
     def __init__(
         self,
         sock: socket.socket,
-        address: tuple,
+        address: Any,
         protocol: Connection,
         request: Request,
         *,
         subprotocol: str | None = None,
         close_timeout: float = 5.0,
+        send_limit: int = 1024 * 1024,
+        context: Any = None,
     ) -> None:
         self.sock = sock
         self.address = address
@@ -48,12 +61,34 @@ class ServerWebSocket:
         self.request = request
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
+        self.send_limit = send_limit
+        #: What the server's gate decided about the request (the client's identity).
+        self.context = context
+        # the raw non-blocking socket under gevent's, for writes that must not switch
+        self._raw = getattr(sock, "_sock", sock)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._inflight = 0
+        self._writer: gevent.Greenlet | None = None
+        self._drained: Event | None = None
+        self._abort_timer: gevent.Greenlet | None = None
         self._transport_closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        #: keepalive: when the outstanding ping was sent, and the last round trip
+        self.ping_sent_at: float | None = None
+        self.last_ping_at = time.monotonic()
+        self.rtt: float | None = None
 
     @property
     def closed(self) -> bool:
         """Whether the WebSocket connection is over (no more messages either way)."""
         return self.protocol.state is State.CLOSED
+
+    @property
+    def buffered(self) -> int:
+        """Bytes accepted for sending and not yet handed to the kernel."""
+        return self._pending_bytes + self._inflight
 
     # -- receiving ---------------------------------------------------------
 
@@ -62,13 +97,17 @@ class ServerWebSocket:
         protocol = self.protocol
         while True:
             event = protocol.next_event()
-            self._flush()  # a pong, or the close frame that answers or fails
+            out = protocol.data_to_send()  # a pong, or the close frame that answers or fails
+            if out:
+                self._write(out)
             if event is None:
                 if protocol.state is State.CLOSED:
                     raise self._closed_error()
                 self._read()
             elif isinstance(event, (TextMessage, BinaryMessage)):
                 return event
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
 
     def __iter__(self) -> Iterator[Message]:
         """Messages until the connection closes, normally or not."""
@@ -79,7 +118,8 @@ class ServerWebSocket:
                 return
 
     def feed(self, data: bytes) -> None:
-        """Hand bytes already read from the socket (what followed the handshake) to the protocol."""
+        """Hand bytes already read (what followed the handshake) to the protocol."""
+        self.bytes_in += len(data)
         self.protocol.receive_data(data)
 
     def _read(self) -> None:
@@ -88,6 +128,7 @@ class ServerWebSocket:
         except OSError:
             data = b""
         if data:
+            self.bytes_in += len(data)
             self.protocol.receive_data(data)
         else:
             self.protocol.receive_eof()
@@ -98,19 +139,34 @@ class ServerWebSocket:
         error.__cause__ = self.protocol.failure
         return error
 
+    # -- keepalive ---------------------------------------------------------
+
+    def keepalive(self, now: float, interval: float, timeout: float) -> None:
+        """Ping every ``interval`` seconds; close with 1011 when a pong is ``timeout`` late."""
+        if self.protocol.state is not State.OPEN:
+            return
+        if self.ping_sent_at is not None:
+            if now - self.ping_sent_at >= timeout:
+                self.close_soon(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        elif now - self.last_ping_at >= interval:
+            self.ping_sent_at = self.last_ping_at = now
+            self.protocol.send_ping(b"%.6f" % now)
+            self._write(self.protocol.data_to_send())
+
+    def _pong(self, payload: bytes) -> None:
+        if self.ping_sent_at is not None and payload == b"%.6f" % self.ping_sent_at:
+            self.rtt = time.monotonic() - self.ping_sent_at
+            self.ping_sent_at = None
+
     # -- sending -----------------------------------------------------------
 
     def send_text(self, text: str) -> None:
-        """Send a text message (raises :class:`ConnectionClosed` if closed)."""
-        self._ensure_open()
-        self.protocol.send_text(text)
-        self._flush()
+        """Send a text message, waiting while this client's buffer is full."""
+        self._send(self._encoded(text.encode(), True))
 
     def send_binary(self, data: bytes) -> None:
-        """Send a binary message (raises :class:`ConnectionClosed` if closed)."""
-        self._ensure_open()
-        self.protocol.send_binary(data)
-        self._flush()
+        """Send a binary message, waiting while this client's buffer is full."""
+        self._send(self._encoded(data, False))
 
     def send(self, message: str | bytes) -> None:
         """Send ``str`` as text and ``bytes`` as binary."""
@@ -119,40 +175,136 @@ class ServerWebSocket:
         else:
             self.send_binary(message)
 
+    def frame_for(self, payload: bytes, cache: dict[object, bytes]) -> bytes:
+        """The text frame of ``payload`` for this connection, shared through ``cache``.
+
+        Connections with the same :attr:`~app.ws.Connection.encoding_key`
+        get the same bytes, so a broadcast frames and compresses once per key.
+        """
+        key = self.protocol.encoding_key
+        frame = cache.get(key)
+        if frame is None:
+            frame = self.protocol.encode_message(payload)
+            if key is None or key is not self.protocol.deflate:
+                cache[key] = frame  # shareable (a context-keeping key is ours alone)
+        return frame
+
+    def offer(self, frame: bytes) -> bool:
+        """Queue a frame without ever blocking; close with 1008 if the buffer overflows.
+
+        Returns whether the frame was accepted.
+        """
+        if self.protocol.state is not State.OPEN:
+            return False
+        if self._pending_bytes + self._inflight + len(frame) > self.send_limit and self._writer is not None:
+            self.close_soon(CloseCode.POLICY_VIOLATION, "too slow: outgoing buffer full", drop_pending=True)
+            return False
+        self._write(frame)
+        return True
+
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping."""
         self._ensure_open()
         self.protocol.send_ping(payload)
-        self._flush()
+        self._write(self.protocol.data_to_send())
+
+    def _encoded(self, payload: bytes, text: bool) -> bytes:
+        self._ensure_open()
+        return self.protocol.encode_message(payload, text=text)
+
+    def _send(self, frame: bytes) -> None:
+        self._write(frame)
+        while self.buffered > self.send_limit and not self._transport_closed:
+            if self._drained is None:
+                self._drained = Event()
+            self._drained.wait()
+        if self._transport_closed and self.protocol.state is not State.OPEN:
+            raise self._closed_error()
 
     def _ensure_open(self) -> None:
         if self.protocol.state is not State.OPEN:
             raise self._closed_error()
 
-    def _flush(self) -> None:
-        data = self.protocol.data_to_send()
-        if data and not self._transport_closed:
+    def _write(self, data: bytes) -> None:
+        """Write now if nothing is waiting, else queue for the writer greenlet."""
+        if not data or self._transport_closed:
+            return
+        if self._writer is None:
             try:
-                self.sock.sendall(data)
+                sent = self._raw.send(data)
+            except BlockingIOError:
+                sent = 0
             except OSError:
-                self.protocol.receive_eof()
+                self._broken()
+                return
+            self.bytes_out += sent
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._writer = gevent.spawn(self._drain)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+
+    def _drain(self) -> None:
+        """The writer greenlet: send everything waiting, coalesced, then end."""
+        try:
+            while self._pending:
+                chunk = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+                self._pending = []
+                self._pending_bytes = 0
+                self._inflight = len(chunk)
+                self.sock.sendall(chunk)
+                self.bytes_out += len(chunk)
+                self._inflight = 0
+                if self._drained is not None and self.buffered <= self.send_limit:
+                    self._drained.set()
+                    self._drained = None
+        except OSError:
+            self._broken()
+        finally:
+            self._inflight = 0
+            self._writer = None
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
+
+    def _broken(self) -> None:
+        """The socket failed while writing: the connection is over."""
+        self._pending = []
+        self._pending_bytes = 0
+        self.protocol.receive_eof()
+        self._abort()
 
     # -- closing -----------------------------------------------------------
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Close the connection: the closing handshake, then TCP (RFC 6455 §7.1.1-2).
+    def close_soon(self, code: int, reason: str, *, drop_pending: bool = False) -> None:
+        """Start closing from any greenlet: send a close frame, abort if no answer in time.
 
-        Waits at most ``close_timeout`` for the peer's close frame and then
-        for its end of TCP; the server closes TCP first.
+        The client's own greenlet sees the close complete (or the abort) and
+        ends. ``drop_pending`` discards what is still waiting to be sent (a
+        frame the kernel took in part is kept, so the stream stays whole).
+        """
+        if self.protocol.state is not State.OPEN:
+            return
+        if drop_pending:
+            self._pending = []
+            self._pending_bytes = 0
+        self.protocol.send_close(code, reason)
+        self._write(self.protocol.data_to_send())
+        if self._abort_timer is None:
+            self._abort_timer = gevent.spawn_later(self.close_timeout, self._abort)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close from the client's own greenlet (RFC 6455 §7.1.1-2), then the TCP connection.
+
+        Waits at most ``close_timeout`` for the peer's close frame; the
+        server closes TCP first.
         """
         if self.protocol.state is State.OPEN:
-            try:
-                self.protocol.send_close(code, reason)
-            except InvalidState:  # pragma: no cover - state checked just above
-                pass
-            self._flush()
+            self.protocol.send_close(code, reason)
+            self._write(self.protocol.data_to_send())
         with gevent.Timeout(self.close_timeout, False):
-            while self.protocol.state is State.CLOSING:
+            while self.protocol.state is State.CLOSING and not self._transport_closed:
                 if self.protocol.next_event() is None:
                     self._read()
         self._close_transport()
@@ -163,9 +315,15 @@ class ServerWebSocket:
         Closing a socket with unread input sends an RST that can destroy our
         close frame in flight, so the read side is drained first, briefly.
         """
-        if self._transport_closed:
-            return
-        self._flush()
+        if self._abort_timer is not None:
+            self._abort_timer.kill(block=False)
+            self._abort_timer = None
+        self._write(self.protocol.data_to_send())
+        if not self._transport_closed:
+            with gevent.Timeout(self.close_timeout, False):
+                writer = self._writer
+                if writer is not None:
+                    writer.join()
         self._transport_closed = True
         self.protocol.receive_eof()
         try:
@@ -177,3 +335,14 @@ class ServerWebSocket:
             pass
         finally:
             self.sock.close()
+
+    def _abort(self) -> None:
+        """Cut the connection: the blocked reader and writer wake up with EOF or an error."""
+        self._abort_timer = None
+        self._transport_closed = True
+        self._pending = []
+        self._pending_bytes = 0
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

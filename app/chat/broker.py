@@ -1,0 +1,46 @@
+"""Room fan-out: where an event published to a room is delivered from.
+
+The :class:`Broker` interface is what the chat service publishes to; the
+embedded default, :class:`LocalBroker`, delivers in-process. A Redis broker
+(several workers or hosts) implements the same two methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["Broker", "Deliver", "LocalBroker"]
+
+#: Delivers one room event to this process's members: ``deliver(room, event, exclude_conn)``.
+Deliver = Callable[[str, dict[str, Any], str | None], None]
+
+
+class Broker(Protocol):
+    """Carries room events to every process that has members in the room."""
+
+    def start(self, deliver: Deliver) -> None:
+        """Begin delivering published events with ``deliver``."""
+
+    def publish(self, room: str, event: dict[str, Any], exclude_conn: str | None = None) -> None:
+        """Send ``event`` to the room's members (except the connection ``exclude_conn``)."""
+
+    def close(self) -> None:
+        """Stop delivering."""
+
+
+class LocalBroker:
+    """One process: publishing is delivering."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    def publish(self, room: str, event: dict[str, Any], exclude_conn: str | None = None) -> None:
+        if self._deliver is not None:
+            self._deliver(room, event, exclude_conn)
+
+    def close(self) -> None:
+        self._deliver = None

@@ -1,0 +1,470 @@
+"""Durable message history in SQLite, written by group commit, off the gevent hub.
+
+Theory of operation
+-------------------
+:meth:`SQLiteHistory.submit` gives a message the next id of its room at once,
+in memory, and queues it. One *flusher* greenlet takes everything queued (up
+to ``batch_size``) as a batch and writes it in one transaction
+(``BEGIN IMMEDIATE``, ``executemany(INSERT)``, ``COMMIT``) on a real OS thread
+of a one-thread :class:`gevent.threadpool.ThreadPool`, so disk I/O and fsync
+never block the hub; while a batch is written, new submissions gather into the
+next one, which is what amortizes the commit. Only one batch is in flight at a
+time, so commit order is id order. Once the commit returned, the flusher calls
+each message's ``on_stored`` in submission order, hence in id order within a
+room; a message is acknowledged only after it is on disk, so a caller that
+broadcasts from ``on_stored`` never shows a message that could be lost.
+
+Reads (:meth:`~SQLiteHistory.recent`, :meth:`~SQLiteHistory.since`) run on a
+second one-thread pool with their own connection; in WAL mode they see the
+last committed state and neither wait for nor block the writer.
+
+Durability
+----------
+The database is in WAL mode. With ``synchronous=NORMAL`` a committed message
+survives ``kill -9`` of the process (the commit is in the WAL, which the OS
+keeps); it may be lost on power loss or an OS crash. With ``synchronous=FULL``
+the WAL is fsynced at every commit, so an acknowledged message also survives
+power loss; group commit makes that one fsync per batch, not per message.
+
+Failure
+-------
+If a commit fails (disk full, database locked past the busy timeout, I/O
+error …) the transaction is rolled back and every callback of the batch gets a
+:class:`HistoryError`: nothing of it was acknowledged. The ids it had been
+given are taken back: each affected room's last id is reset to its committed
+``MAX(id)`` (re-read from the database), so stored ids stay gap-free and
+increasing, and a failed id may be given again to a later message. Messages
+already queued behind the failed batch *in the same rooms* fail as well (their
+ids follow the ones taken back); other rooms are unaffected, and the flusher
+goes on serving later batches.
+
+Backpressure: when ``max_pending`` messages wait for a batch, ``submit()``
+blocks the calling greenlet (never the hub) until the flusher takes some.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+from gevent.threadpool import ThreadPool
+
+__all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage"]
+
+log = logging.getLogger(__name__)
+
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+#: Seconds a write waits for a lock held by another connection before failing.
+BUSY_TIMEOUT = 5.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    ref TEXT,
+    PRIMARY KEY (room, id)
+) WITHOUT ROWID
+"""
+INSERT = "INSERT INTO messages (room, id, nick, text, ts, ref) VALUES (?, ?, ?, ?, ?, ?)"
+COLUMNS = "room, id, nick, text, ts, ref"
+SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?"
+SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?"
+SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
+SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
+
+Row = tuple[str, int, str, str, int, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A chat message as committed to the history."""
+
+    room: str
+    #: Increases by 1 within the room, starting at 1.
+    id: int
+    nick: str
+    text: str
+    #: Milliseconds since the epoch, given by the sender's side.
+    ts: int
+    #: The sender's correlation id, kept so a reconnecting client can match its sends.
+    ref: str | None = None
+
+    def to_json(self) -> dict[str, str | int]:
+        """The ``message`` event of the chat protocol; ``ref`` only when there is one."""
+        event: dict[str, str | int] = {
+            "type": "message",
+            "room": self.room,
+            "id": self.id,
+            "from": self.nick,
+            "text": self.text,
+            "ts": self.ts,
+        }
+        if self.ref is not None:
+            event["ref"] = self.ref
+        return event
+
+    def row(self) -> Row:
+        return (self.room, self.id, self.nick, self.text, self.ts, self.ref)
+
+
+class HistoryError(Exception):
+    """Storing failed (disk full, database locked ...); nothing was acknowledged."""
+
+
+#: Called from the flusher greenlet once the message is committed, or failed.
+OnStored = Callable[[StoredMessage | HistoryError], None]
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: StoredMessage
+    on_stored: OnStored
+    #: Submission order, for flush().
+    seq: int
+    #: Whether it took one of the ``max_pending`` slots (a submit from a callback may not).
+    holds_slot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: BaseException
+    #: Each affected room's committed MAX(id), re-read after the rollback; empty if that failed too.
+    committed: dict[str, int]
+
+
+class SQLiteHistory:
+    """Message history of every room in one SQLite file; see the module docstring.
+
+    Use from greenlets of one hub: :meth:`open`, then :meth:`submit` and the
+    reads, then :meth:`close`. ``on_stored`` callbacks run in the flusher
+    greenlet and should be quick (queue to a client, publish), since the next
+    batch waits for them; they may :meth:`submit` but not :meth:`flush` or
+    :meth:`close`.
+    """
+
+    def __init__(
+        self, path: str, *, synchronous: str = "NORMAL", max_pending: int = 10_000, batch_size: int = 500
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        if max_pending < 1 or batch_size < 1:
+            raise ValueError("max_pending and batch_size must be at least 1")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.max_pending = max_pending
+        self.batch_size = batch_size
+        self._state = _State.NEW
+        self._closed = Event()
+        self._last_ids: dict[str, int] = {}
+        self._queue: deque[_Pending] = deque()
+        self._queued = Event()  # set when the flusher has something to do
+        self._slots = Semaphore(max_pending)
+        self._next_seq = 0
+        self._in_flight_from: int | None = None  # seq of the first message of the batch being stored
+        self._flush_waiters: list[tuple[int, Event]] = []
+        self._stopping = False
+        self._commits = 0
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._writer_pool: ThreadPool | None = None
+        self._reader_pool: ThreadPool | None = None
+        self._flusher: gevent.Greenlet | None = None
+
+    @property
+    def commits(self) -> int:
+        """How many batches were committed: far fewer than messages when under load."""
+        return self._commits
+
+    # -- life cycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) the database, load each room's last id, start the flusher."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"open() on a history that is {self._state.value}")
+        writer_pool, reader_pool = ThreadPool(1), ThreadPool(1)
+        writer: sqlite3.Connection | None = None
+        try:
+            writer, last_ids = writer_pool.apply(_open_writer, (self.path, self.synchronous))
+            reader = reader_pool.apply(_connect, (self.path,))
+        except (sqlite3.Error, OSError) as exc:
+            if writer is not None:
+                writer_pool.apply(writer.close)
+            writer_pool.kill()
+            reader_pool.kill()
+            raise HistoryError(f"cannot open history {self.path}: {exc}") from exc
+        self._writer, self._reader = writer, reader
+        self._writer_pool, self._reader_pool = writer_pool, reader_pool
+        self._last_ids = last_ids
+        self._state = _State.OPEN
+        self._flusher = gevent.spawn(self._run)
+
+    def close(self) -> None:
+        """Store everything submitted, stop the flusher, close the database. Idempotent."""
+        if self._state is _State.NEW:
+            self._state = _State.CLOSED
+            self._closed.set()
+        if self._state is not _State.OPEN:
+            self._closed.wait()
+            return
+        if gevent.getcurrent() is self._flusher:
+            raise RuntimeError("close() from an on_stored callback would wait for itself")
+        self._state = _State.CLOSING
+        try:
+            self._wait_for(self._next_seq)
+            self._stopping = True
+            self._queued.set()
+            assert self._flusher is not None
+            self._flusher.join()
+        finally:
+            for pool, conn in ((self._writer_pool, self._writer), (self._reader_pool, self._reader)):
+                assert pool is not None and conn is not None
+                try:
+                    pool.apply(conn.close)
+                except sqlite3.Error:
+                    log.exception("closing the history database failed")
+                pool.kill()
+            self._state = _State.CLOSED
+            self._closed.set()
+
+    # -- writing ------------------------------------------------------------
+
+    def submit(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> int:
+        """Give the message the room's next id and queue it; ``on_stored`` reports the commit.
+
+        Returns the id at once. ``on_stored`` is called later, from the
+        flusher greenlet, with the :class:`StoredMessage` once it is committed,
+        or with a :class:`HistoryError` if its batch failed. Blocks the calling
+        greenlet while ``max_pending`` messages wait. Raises
+        :class:`HistoryError` when the history is not open.
+        """
+        self._check_open()
+        holds_slot = self._take_slot()
+        if self._state is not _State.OPEN:  # closed while waiting for a slot
+            if holds_slot:
+                self._slots.release()
+            self._check_open()
+        message_id = self._last_ids.get(room, 0) + 1
+        self._last_ids[room] = message_id
+        message = StoredMessage(room, message_id, nick, text, ts, ref)
+        self._queue.append(_Pending(message, on_stored, self._next_seq, holds_slot))
+        self._next_seq += 1
+        self._queued.set()
+        return message_id
+
+    def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or failed) and its callbacks ran."""
+        if self._state in (_State.NEW, _State.CLOSED):
+            return
+        if gevent.getcurrent() is self._flusher:
+            raise RuntimeError("flush() from an on_stored callback would wait for itself")
+        self._wait_for(self._next_seq)
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise HistoryError(f"history {self.path} is {self._state.value}")
+
+    def _take_slot(self) -> bool:
+        if gevent.getcurrent() is self._flusher:
+            # A callback that submits (a bot answering) must not wait for
+            # the flusher, which is itself: it may exceed the bound.
+            return bool(self._slots.acquire(blocking=False))
+        self._slots.acquire()
+        return True
+
+    def _wait_for(self, seq: int) -> None:
+        """Block until every submission numbered below ``seq`` is finished."""
+        if self._done_below() >= seq:
+            return
+        done = Event()
+        self._flush_waiters.append((seq, done))
+        done.wait()
+
+    def _done_below(self) -> int:
+        # Batches are taken from the front of the queue and finished (callbacks
+        # included) before the next is taken: everything before the batch in
+        # flight, or else before the queue, is finished.
+        if self._in_flight_from is not None:
+            return self._in_flight_from
+        return self._queue[0].seq if self._queue else self._next_seq
+
+    def _release_waiters(self) -> None:
+        done_below = self._done_below()
+        waiting = []
+        for seq, done in self._flush_waiters:
+            if seq <= done_below:
+                done.set()
+            else:
+                waiting.append((seq, done))
+        self._flush_waiters = waiting
+
+    # -- the flusher --------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._queued.clear()
+                self._queued.wait()
+                continue
+            batch = self._take_batch()
+            self._in_flight_from = batch[0].seq
+            try:
+                self._store(batch)
+            except Exception:  # never let the flusher die: later batches still deserve a try
+                log.exception("the history flusher failed on a batch")
+            finally:
+                self._in_flight_from = None
+            self._release_waiters()
+
+    def _take_batch(self) -> list[_Pending]:
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
+        self._release_slots(batch)
+        return batch
+
+    def _release_slots(self, taken: Iterable[_Pending]) -> None:
+        for pending in taken:
+            if pending.holds_slot:
+                self._slots.release()
+
+    def _store(self, batch: list[_Pending]) -> None:
+        assert self._writer_pool is not None
+        rows = [pending.message.row() for pending in batch]
+        try:
+            failure = self._writer_pool.apply(_write_batch, (self._writer, rows))
+        except Exception as exc:  # a bug below, not an SQLite error: the rows' fate is unknown
+            log.exception("writing a history batch failed unexpectedly")
+            failure = _Failure(exc, {})
+        if failure is None:
+            self._commits += 1
+            for pending in batch:
+                _notify(pending, pending.message)
+        else:
+            self._fail(batch, failure)
+
+    def _fail(self, batch: list[_Pending], failure: _Failure) -> None:
+        log.error("storing %d messages failed: %s", len(batch), failure.error)
+        rooms = {pending.message.room for pending in batch}
+        behind = [pending for pending in self._queue if pending.message.room in rooms]
+        if behind:
+            self._queue = deque(pending for pending in self._queue if pending.message.room not in rooms)
+            self._release_slots(behind)
+        for room in rooms:
+            first = min(pending.message.id for pending in batch if pending.message.room == room)
+            last_id = failure.committed.get(room, first - 1)
+            if last_id > 0:
+                self._last_ids[room] = last_id
+            else:
+                self._last_ids.pop(room, None)
+        for pending in [*batch, *behind]:
+            error = HistoryError(f"message {pending.message.room}#{pending.message.id} not stored: {failure.error}")
+            error.__cause__ = failure.error
+            _notify(pending, error)
+
+    # -- reading ------------------------------------------------------------
+
+    def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
+        """The last ``limit`` committed messages of the room, oldest first."""
+        if limit <= 0:
+            return []
+        rows = self._read(SELECT_RECENT, (room, limit))
+        return [StoredMessage(*row) for row in reversed(rows)]
+
+    def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
+        """The first ``limit`` committed messages of the room with an id above ``after_id``, oldest first."""
+        if limit <= 0:
+            return []
+        return [StoredMessage(*row) for row in self._read(SELECT_SINCE, (room, after_id, limit))]
+
+    def last_id(self, room: str) -> int:
+        """The last id given in the room (0 if none); may be ahead of what is committed yet."""
+        return self._last_ids.get(room, 0)
+
+    def room_names(self) -> list[str]:
+        """The rooms that have history (ids given), sorted."""
+        return sorted(self._last_ids)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        self._check_open()
+        assert self._reader_pool is not None
+        try:
+            rows: list[Row] = self._reader_pool.apply(_fetch_all, (self._reader, sql, params))
+        except sqlite3.Error as exc:
+            raise HistoryError(f"reading history failed: {exc}") from exc
+        return rows
+
+
+def _notify(pending: _Pending, result: StoredMessage | HistoryError) -> None:
+    """Call one ``on_stored``; its failure is its own and must not stop the others."""
+    try:
+        pending.on_stored(result)
+    except Exception:
+        log.exception("on_stored callback failed for %s#%d", pending.message.room, pending.message.id)
+
+
+# -- run on the pools' OS threads ---------------------------------------------
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # Autocommit mode: transactions are explicit. Each connection is used by
+    # one pool of one thread, so by one thread at a time.
+    return sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+
+
+def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[str, int]]:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    try:
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL mode (journal_mode is {mode})")
+        conn.execute(f"PRAGMA synchronous={synchronous}")  # one of SYNCHRONOUS_MODES, checked
+        conn.execute(SCHEMA)
+        last_ids = {room: last for room, last in conn.execute(SELECT_LAST_IDS)}
+    except BaseException:
+        conn.close()
+        raise
+    return conn, last_ids
+
+
+def _write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:
+    """Commit the rows in one transaction; on failure, roll back and re-read the rooms' last ids."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, rows)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        committed: dict[str, int] = {}
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for room in {row[0] for row in rows}:
+                (last,) = conn.execute(SELECT_LAST_ID, (room,)).fetchone()
+                committed[room] = last or 0
+        except sqlite3.Error:
+            committed = {}
+        return _Failure(exc, committed)
+    return None
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:
+    return conn.execute(sql, params).fetchall()

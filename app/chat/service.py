@@ -1,0 +1,219 @@
+"""The chat domain's one entry point: connect, handle a client's message, disconnect.
+
+Data flows one way: the transport hands :class:`ChatService` a member's
+text; a ``say`` is stored first (:mod:`app.chat.history`, group commit), and
+only once durable is it published to the broker, whose delivery encodes it
+once and hands the same bytes to every member of the room.
+
+Joining without gaps or duplicates: the joiner is registered as *joining*
+before history is read, so every event delivered meanwhile is kept aside;
+after ``joined`` goes out, the kept events follow, minus the messages the
+history already held (compared by id). A message is broadcast only after it
+is committed, so it is either in the history read or delivered after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .auth import Identity
+from .broker import Broker
+from .history import HistoryError, SQLiteHistory, StoredMessage
+from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command
+from .rooms import Member, Rooms
+
+__all__ = ["ChatService"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_ON_JOIN = 50
+MAX_SINCE = 1000
+
+
+class ChatService:
+    """Rooms, presence and messages for the members connected to this process."""
+
+    def __init__(self, history: SQLiteHistory, broker: Broker, *, max_text: int = 4000) -> None:
+        self.history = history
+        self.broker = broker
+        self.max_text = max_text
+        self.rooms = Rooms()
+        self.members: dict[str, Member] = {}
+        self._joined: dict[str, set[str]] = {}  # conn id -> room names
+        self._clock: Callable[[], float] = time.time
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the history and start delivering room events."""
+        self.history.open()
+        self.broker.start(self._deliver)
+
+    def close(self) -> None:
+        """Stop delivering, then commit every accepted message."""
+        self.broker.close()
+        self.history.close()
+
+    # -- members ---------------------------------------------------------------
+
+    def connect(self, member: Member) -> None:
+        """A client connected: say hello."""
+        self.members[member.conn_id] = member
+        self._joined[member.conn_id] = set()
+        member.send(Outgoing.of({"type": "hello", "nick": member.nick, "conn": member.conn_id}))
+
+    def disconnect(self, member: Member) -> None:
+        """A client is gone: it leaves every room."""
+        for room in sorted(self._joined.pop(member.conn_id, ())):
+            self._remove(member, room)
+        self.members.pop(member.conn_id, None)
+
+    def nick_taken(self, identity: Identity) -> bool:
+        """Whether a connected client of *another* session holds the nick."""
+        return any(m.nick == identity.nick and m.session_id != identity.session_id for m in self.members.values())
+
+    def rooms_of(self, member: Member) -> set[str]:
+        """The rooms a member has joined."""
+        return set(self._joined.get(member.conn_id, ()))
+
+    # -- client messages -------------------------------------------------------
+
+    def handle(self, member: Member, text: str) -> None:
+        """Act on one text message from ``member``; bad input gets an ``error`` event."""
+        try:
+            command = parse_command(text, max_text=self.max_text)
+            if isinstance(command, Say):
+                self._say(member, command)
+            elif isinstance(command, Join):
+                self._join(member, command)
+            elif isinstance(command, Leave):
+                self._leave(member, command)
+            elif isinstance(command, ListRooms):
+                member.send(Outgoing.of({"type": "rooms", "rooms": self.room_list()}))
+        except ChatError as error:
+            member.send(Outgoing.of(error.to_json()))
+
+    def unsupported(self, member: Member) -> None:
+        """A binary message: not part of the protocol."""
+        member.send(Outgoing.of(ChatError("unsupported", "binary messages are not supported").to_json()))
+
+    def _say(self, member: Member, command: Say) -> None:
+        if command.room not in self._joined.get(member.conn_id, ()):
+            raise ChatError("not_joined", "join the room first", command.ref)
+
+        def stored(result: StoredMessage | HistoryError) -> None:
+            if isinstance(result, HistoryError):
+                log.error("message to %s not stored: %s", command.room, result)
+                member.send(Outgoing.of(ChatError("unavailable", "message not stored", command.ref).to_json()))
+            else:
+                self.broker.publish(result.room, result.to_json())
+
+        try:
+            self.history.submit(command.room, member.nick, command.text, int(self._clock() * 1000), command.ref, stored)
+        except HistoryError:
+            raise ChatError("unavailable", "message not stored", command.ref) from None
+
+    def _join(self, member: Member, command: Join) -> None:
+        rooms = self._joined.get(member.conn_id)
+        if rooms is None:
+            return  # disconnected meanwhile
+        if command.room in rooms:
+            raise ChatError("already_joined", "already in this room", command.ref)
+        room = self.rooms.get_or_create(command.room)
+        kept = room.joining[member.conn_id] = []
+        try:
+            history, truncated = self._history_for_join(command)
+        except HistoryError:
+            del room.joining[member.conn_id]
+            self.rooms.discard_if_empty(command.room)
+            raise ChatError("unavailable", "history unavailable, try again", command.ref) from None
+        del room.joining[member.conn_id]
+        if member.conn_id not in self._joined:  # disconnected while reading history
+            self.rooms.discard_if_empty(command.room)
+            return
+        rooms.add(command.room)
+        new_nick = room.add(member)
+        last_id = history[-1].id if history else (command.since or 0)
+        joined: dict[str, Any] = {
+            "type": "joined",
+            "room": command.room,
+            "members": sorted(room.nicks),
+            "history": [m.to_json() for m in history],
+        }
+        if truncated:
+            joined["truncated"] = True
+        member.send(Outgoing.of(joined))
+        for event in kept:
+            if event.get("type") == "message" and event["id"] <= last_id:
+                continue  # already in the history
+            member.send(Outgoing.of(event))
+        if new_nick:
+            self.broker.publish(
+                command.room,
+                {"type": "presence", "room": command.room, "nick": member.nick, "event": "join", "count": room.count},
+                member.conn_id,
+            )
+
+    def _history_for_join(self, command: Join) -> tuple[list[StoredMessage], bool]:
+        """The last 50 messages, or those after ``since`` (the newest 1000 if more)."""
+        if command.since is None:
+            return self.history.recent(command.room, HISTORY_ON_JOIN), False
+        start = max(command.since, self.history.last_id(command.room) - MAX_SINCE)
+        return self.history.since(command.room, start, MAX_SINCE), start > command.since
+
+    def _leave(self, member: Member, command: Leave) -> None:
+        rooms = self._joined.get(member.conn_id, set())
+        if command.room not in rooms:
+            raise ChatError("not_joined", "not in this room", command.ref)
+        rooms.discard(command.room)
+        self._remove(member, command.room)
+        member.send(Outgoing.of({"type": "left", "room": command.room}))
+
+    def _remove(self, member: Member, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        if room.remove(member):
+            self.broker.publish(
+                name, {"type": "presence", "room": name, "nick": member.nick, "event": "leave", "count": room.count}
+            )
+        self.rooms.discard_if_empty(name)
+
+    # -- delivery --------------------------------------------------------------
+
+    def _deliver(self, name: str, event: dict[str, Any], exclude_conn: str | None) -> None:
+        """Hand a room event to this process's members: encoded once, the same bytes to all."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        message = Outgoing.of(event)
+        for conn_id, member in room.members.items():
+            if conn_id != exclude_conn:
+                member.send(message)
+        for kept in room.joining.values():
+            kept.append(event)
+
+    # -- reading ---------------------------------------------------------------
+
+    def room_list(self) -> list[dict[str, Any]]:
+        """Every room with members or history, with its member count."""
+        names = set(self.rooms) | set(self.history.room_names())
+        return [
+            {"name": name, "members": self.rooms[name].count if name in self.rooms else 0} for name in sorted(names)
+        ]
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Every connected client with its rooms, for the admin page."""
+        return [
+            {**member.describe(), "rooms": sorted(self._joined.get(conn_id, ()))}
+            for conn_id, member in list(self.members.items())
+        ]
+
+    def messages(self, room: str, since: int | None, limit: int) -> list[StoredMessage]:
+        """A room's history: after ``since``, or the last ``limit`` messages."""
+        if since is None:
+            return self.history.recent(room, limit)
+        return self.history.since(room, since, limit)

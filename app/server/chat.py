@@ -1,0 +1,184 @@
+"""The chat's WebSocket server: ``/ws``, authenticated, one greenlet per client.
+
+:class:`ChatServer` puts :class:`~app.chat.service.ChatService` behind a
+:class:`~app.server.server.WebSocketServer`. Before the upgrade it refuses
+other paths (404), foreign browser origins (403), missing or bad credentials
+(401) and a nick another session holds (409). Each client is a
+:class:`Client`: the chat domain's member, writing through its
+:class:`ServerWebSocket` without ever blocking a broadcast. One greenlet pings
+every client (keepalive); :meth:`ChatServer.stop` closes them all with 1001
+and commits the history.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+
+from app.chat.auth import Identity
+from app.chat.protocol import Outgoing
+from app.chat.service import ChatService
+from app.config import Settings
+from app.ws import CloseCode, DeflateConfig, Request, TextMessage, reject
+
+from .server import ServerConfig, WebSocketServer, parse_bind
+from .websocket import ServerWebSocket
+
+__all__ = ["ChatServer", "Client"]
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[Request], "Identity | None"]
+WS_PATH = "/ws"
+
+
+class Client:
+    """A connected client: the chat domain's member, backed by a WebSocket."""
+
+    __slots__ = ("conn_id", "connected_at", "msgs_in", "msgs_out", "nick", "session_id", "ws")
+
+    def __init__(self, conn_id: str, identity: Identity, ws: ServerWebSocket) -> None:
+        self.conn_id = conn_id
+        self.nick = identity.nick
+        self.session_id = identity.session_id
+        self.ws = ws
+        self.connected_at = time.time()
+        self.msgs_in = 0
+        self.msgs_out = 0
+
+    def send(self, message: Outgoing) -> None:
+        """Queue an event; a client too slow to take it is closed (1008), never waited for."""
+        if self.ws.offer(self.ws.frame_for(message.data, message.frames)):
+            self.msgs_out += 1
+
+    def close(self, code: int, reason: str) -> None:
+        self.ws.close_soon(code, reason)
+
+    def describe(self) -> dict[str, Any]:
+        """What the operator sees of this connection."""
+        ws = self.ws
+        addr = ws.address
+        return {
+            "id": self.conn_id,
+            "nick": self.nick,
+            "addr": f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr),
+            "user_agent": ws.request.get("User-Agent") or "",
+            "connected_at": self.connected_at,
+            "msgs_in": self.msgs_in,
+            "msgs_out": self.msgs_out,
+            "bytes_in": ws.bytes_in,
+            "bytes_out": ws.bytes_out,
+            "buffered": ws.buffered,
+            "rtt_ms": None if ws.rtt is None else round(ws.rtt * 1000, 3),
+        }
+
+
+class ChatServer:
+    """The WebSocket side of the chat, for one process."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        settings: Settings,
+        authenticate: Authenticate,
+        *,
+        allowed_origins: frozenset[str] = frozenset(),
+        listener: Any = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.authenticate = authenticate
+        self.allowed_origins = allowed_origins
+        self.clients: dict[str, Client] = {}
+        self._ids = itertools.count(1)
+        config = ServerConfig(
+            max_message_size=settings.max_message_size,
+            # server_no_context_takeover: a broadcast is compressed once for all;
+            # client_no_context_takeover: no inflate window kept per idle client.
+            deflate=DeflateConfig(server_no_context_takeover=True, client_no_context_takeover=True, min_size=256),
+            handshake_timeout=settings.handshake_timeout,
+            close_timeout=settings.close_timeout,
+            max_connections=settings.max_connections,
+            send_limit=settings.send_buffer,
+        )
+        self.ws_server = WebSocketServer(
+            listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
+        )
+        self._keepalive: gevent.Greenlet | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.ws_server.address
+
+    @property
+    def url(self) -> str:
+        """The WebSocket endpoint's URL, as bound."""
+        host, port = self.address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{port}{WS_PATH}"
+
+    def start(self) -> None:
+        """Open the history, start accepting, start the keepalive."""
+        self.service.start()
+        self.ws_server.start()
+        self._keepalive = gevent.spawn(self._keepalive_loop)
+        log.warning("chat: WebSocket server listening on %s", self.url)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every client with 1001, then commit the history."""
+        self.ws_server.stream_server.close()
+        if self._keepalive is not None:
+            self._keepalive.kill()
+        for client in list(self.clients.values()):
+            client.ws.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+        self.ws_server.pool.join(timeout=timeout)
+        self.ws_server.pool.kill(timeout=1)
+        self.service.close()
+
+    # -- the handshake gate --------------------------------------------------
+
+    def _gate(self, request: Request) -> Any:
+        if request.path != WS_PATH:
+            return reject(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint here; connect to {WS_PATH}")
+        origin = request.get("Origin")
+        if origin is not None and origin.rstrip("/") not in self.allowed_origins:
+            return reject(HTTPStatus.FORBIDDEN, "origin not allowed")
+        identity = self.authenticate(request)
+        if identity is None:
+            return reject(HTTPStatus.UNAUTHORIZED, "a valid token or session cookie is required")
+        if self.service.nick_taken(identity):
+            return reject(HTTPStatus.CONFLICT, "nick in use by another session")
+        return identity
+
+    # -- one client ----------------------------------------------------------
+
+    def _handle(self, ws: ServerWebSocket) -> None:
+        client = Client(f"c{next(self._ids)}", ws.context, ws)
+        self.clients[client.conn_id] = client
+        service = self.service
+        try:
+            service.connect(client)
+            for message in ws:
+                client.msgs_in += 1
+                if isinstance(message, TextMessage):
+                    service.handle(client, message.data)
+                else:
+                    service.unsupported(client)
+        finally:
+            service.disconnect(client)
+            del self.clients[client.conn_id]
+
+    def _keepalive_loop(self) -> None:
+        interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
+        tick = max(0.05, min(interval, timeout) / 4)
+        while True:
+            gevent.sleep(tick)
+            now = time.monotonic()
+            for client in list(self.clients.values()):
+                client.ws.keepalive(now, interval, timeout)

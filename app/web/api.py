@@ -1,0 +1,102 @@
+"""The HTTP API: sessions, rooms and history (docs/protocol.md §1, §6)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Flask, current_app, jsonify, request, session
+from flask.typing import ResponseReturnValue
+
+from app.chat.auth import Identity, TokenSigner
+from app.chat.history import HistoryError
+from app.chat.protocol import valid_nick, valid_room
+from app.chat.service import ChatService
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_HISTORY_PAGE = 1000
+
+
+def error(status: int, code: str, message: str) -> ResponseReturnValue:
+    """A JSON error: ``{"error": code, "message": message}``."""
+    return jsonify(error=code, message=message), status
+
+
+def chat() -> ChatService:
+    return current_app.extensions["chat"]
+
+
+def ws_url(token: str) -> str:
+    """Where this client connects: the configured or bound URL, on the host the browser used."""
+    base = current_app.config.get("CHAT_WS_URL") or current_app.config["CHAT_SETTINGS"].ws_public_url
+    if not base:
+        bind = current_app.config["CHAT_SETTINGS"].ws_bind
+        base = f"ws://{bind}/ws"
+    for wildcard in ("0.0.0.0", "[::]"):
+        if f"//{wildcard}:" in base:
+            base = base.replace(wildcard, request.host.rsplit(":", 1)[0], 1)
+    return f"{base}?token={quote(token)}"
+
+
+@bp.post("/session")
+def create_session() -> ResponseReturnValue:
+    """Pick a nick: a signed token and the WebSocket URL (and the session cookie)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return error(400, "invalid_json", 'send a JSON object like {"nick": "alice"}')
+    nick = data.get("nick")
+    if not isinstance(nick, str) or not valid_nick(nick):
+        return error(400, "invalid_nick", "nicks are 1-32 printable characters, without leading or trailing spaces")
+    sid = session.get("sid") or secrets.token_urlsafe(16)
+    identity = Identity(nick, sid)
+    if chat().nick_taken(identity):
+        return error(409, "nick_taken", f"{nick!r} is in use by someone else")
+    session.permanent = True
+    session["sid"], session["nick"] = sid, nick
+    signer: TokenSigner = current_app.extensions["chat_tokens"]
+    token = signer.issue(identity)
+    return jsonify(nick=nick, token=token, ws_url=ws_url(token))
+
+
+@bp.get("/rooms")
+def rooms() -> ResponseReturnValue:
+    """Every room with members or history."""
+    return jsonify(rooms=chat().room_list())
+
+
+def _int_arg(name: str, default: int | None, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a non-negative integer")
+    value = int(raw)
+    if maximum is not None and not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be between 1 and {maximum}")
+    return value
+
+
+@bp.get("/rooms/<room>/messages")
+def messages(room: str) -> ResponseReturnValue:
+    """A room's history: after ``since``, or the last ``limit`` messages."""
+    if not valid_room(room):
+        return error(400, "invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
+    try:
+        since = _int_arg("since", None)
+        limit = _int_arg("limit", 50, MAX_HISTORY_PAGE)
+    except ValueError as exc:
+        return error(400, "invalid_query", str(exc))
+    assert limit is not None
+    try:
+        found = chat().messages(room, since, limit)
+    except HistoryError:
+        return error(503, "unavailable", "history is unavailable, try again")
+    payload: dict[str, Any] = {"room": room, "messages": [m.to_json() for m in found]}
+    return jsonify(payload)
+
+
+def init_app(app: Flask) -> None:
+    """Register the API on ``app``."""
+    app.register_blueprint(bp)

@@ -1,0 +1,51 @@
+"""Browser sessions and the identities they carry to the WebSocket server.
+
+The web app keeps the session id and nick in Flask's signed session cookie;
+the WebSocket handshake (another port, same host, so the browser sends the
+cookie too) accepts either that cookie or the token from ``POST /api/session``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+
+from flask import Flask
+from itsdangerous import BadSignature
+
+from app.chat.auth import Identity, TokenSigner
+from app.ws import Request
+
+__all__ = ["websocket_authenticator"]
+
+
+def websocket_authenticator(app: Flask) -> Callable[[Request], Identity | None]:
+    """Who is opening a WebSocket: from ``?token=``, else from the session cookie."""
+    signer: TokenSigner = app.extensions["chat_tokens"]
+    cookie_name = app.config["SESSION_COOKIE_NAME"]
+    max_age = int(app.permanent_session_lifetime.total_seconds())
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+
+    def authenticate(request: Request) -> Identity | None:
+        tokens = request.query.get("token")
+        if tokens:
+            return signer.verify(tokens[0])
+        header = request.get("Cookie")
+        if not header or serializer is None:
+            return None
+        try:
+            morsel = SimpleCookie(header).get(cookie_name)
+        except CookieError:
+            return None
+        if morsel is None:
+            return None
+        try:
+            data = serializer.loads(morsel.value, max_age=max_age)
+        except BadSignature:
+            return None
+        nick, sid = data.get("nick"), data.get("sid")
+        if isinstance(nick, str) and isinstance(sid, str):
+            return Identity(nick, sid)
+        return None
+
+    return authenticate
