@@ -50,9 +50,14 @@ def test_healthz_answers_ok() -> None:
     assert response.get_json() == {"status": "ok"}
 
 
-def test_gunicorn_serves_the_app_with_the_gevent_worker() -> None:
+def test_gunicorn_serves_the_app_with_the_gevent_worker(tmp_path: Path) -> None:
     """The README's run command, minus the install: gunicorn -c gunicorn.conf.py wsgi:app."""
-    env = {**os.environ, "CHAT_HTTP_BIND": "127.0.0.1:0"}
+    env = {
+        **os.environ,
+        "CHAT_HTTP_BIND": "127.0.0.1:0",
+        "CHAT_WS_BIND": "127.0.0.1:0",
+        "CHAT_DB": str(tmp_path / "chat.db"),
+    }
     gunicorn = Path(sys.executable).with_name("gunicorn")
     command = [str(gunicorn)] if gunicorn.exists() else [sys.executable, "-m", "gunicorn"]
     proc = subprocess.Popen(

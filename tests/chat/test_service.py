@@ -1,0 +1,252 @@
+"""The chat service against its own API: real SQLite history, in-process broker.
+
+The members here are recording transports (the chat layer's ``Member``
+interface is the transport's to implement); everything behind them is real.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+
+from app.chat.auth import Identity
+from app.chat.broker import LocalBroker
+from app.chat.history import SQLiteHistory
+from app.chat.protocol import Outgoing
+from app.chat.service import ChatService
+
+from ..conftest import scaled
+
+
+class RecordingMember:
+    """A transport that keeps what it is sent, decoded."""
+
+    def __init__(self, conn_id: str, nick: str, session_id: str = "") -> None:
+        self.conn_id = conn_id
+        self.nick = nick
+        self.session_id = session_id or f"s-{nick}"
+        self.received: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, message: Outgoing) -> None:
+        self.received.append(json.loads(message.data))
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.conn_id, "nick": self.nick}
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [event for event in self.received if event["type"] == kind]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ChatService]:
+    chat = ChatService(SQLiteHistory(str(tmp_path / "chat.db")), LocalBroker())
+    chat.start()
+    yield chat
+    chat.close()
+
+
+def connect(service: ChatService, conn_id: str, nick: str) -> RecordingMember:
+    member = RecordingMember(conn_id, nick)
+    service.connect(member)
+    return member
+
+
+def say(service: ChatService, member: RecordingMember, room: str, text: str, ref: str | None = None) -> None:
+    command: dict[str, Any] = {"type": "say", "room": room, "text": text}
+    if ref is not None:
+        command["ref"] = ref
+    service.handle(member, json.dumps(command))
+
+
+def join(service: ChatService, member: RecordingMember, room: str, since: int | None = None) -> None:
+    command: dict[str, Any] = {"type": "join", "room": room}
+    if since is not None:
+        command["since"] = since
+    service.handle(member, json.dumps(command))
+
+
+def test_connect_says_hello_with_nick_and_connection_id(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    assert alice.received == [{"type": "hello", "nick": "alice", "conn": "c1"}]
+
+
+def test_a_message_is_broadcast_only_after_it_is_stored(service: ChatService, tmp_path: Path) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    say(service, alice, "lobby", "hi", ref="r1")
+    assert alice.of_type("message") == []  # not yet committed, so not yet acknowledged
+    service.history.flush()
+    (message,) = alice.of_type("message")
+    assert isinstance(message.pop("ts"), int)
+    assert message == {"type": "message", "room": "lobby", "id": 1, "from": "alice", "text": "hi", "ref": "r1"}
+    assert [m.text for m in service.history.recent("lobby")] == ["hi"]
+
+
+def test_every_member_gets_the_same_sequence(service: ChatService) -> None:
+    members = [connect(service, f"c{i}", f"n{i}") for i in range(3)]
+    for member in members:
+        join(service, member, "lobby")
+    for round_ in range(10):
+        for member in members:
+            say(service, member, "lobby", f"{member.nick}-{round_}")
+    service.history.flush()
+    sequences = [[(e["id"], e["text"]) for e in m.of_type("message")] for m in members]
+    assert sequences[0] == sequences[1] == sequences[2]
+    assert [i for i, _ in sequences[0]] == list(range(1, 31))
+
+
+def test_join_while_others_send_has_no_gap_and_no_duplicate(service: ChatService) -> None:
+    """Messages committed while the joiner reads history come exactly once."""
+    sender = connect(service, "c1", "sender")
+    join(service, sender, "lobby")
+    for i in range(100):
+        say(service, sender, "lobby", f"before {i}")
+    service.history.flush()
+
+    def keep_sending() -> None:
+        for i in range(300):
+            say(service, sender, "lobby", f"during {i}")
+            gevent.sleep(0)
+
+    background = gevent.spawn(keep_sending)
+    joiners = []
+    for n in range(5):
+        gevent.sleep(0.002)
+        joiner = connect(service, f"j{n}", f"joiner{n}")
+        join(service, joiner, "lobby", since=50 + n)
+        joiners.append((50 + n, joiner))
+    background.join(timeout=scaled(10))
+    service.history.flush()
+    last = service.history.last_id("lobby")
+    for since, joiner in joiners:
+        (joined,) = joiner.of_type("joined")
+        ids = [m["id"] for m in joined["history"]] + [m["id"] for m in joiner.of_type("message")]
+        assert ids == list(range(since + 1, last + 1))
+
+
+def test_join_without_since_gets_the_last_fifty(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    for i in range(60):
+        say(service, alice, "lobby", str(i))
+    service.history.flush()
+    bob = connect(service, "c2", "bob")
+    join(service, bob, "lobby")
+    (joined,) = bob.of_type("joined")
+    assert [m["id"] for m in joined["history"]] == list(range(11, 61))
+    assert joined["members"] == ["alice", "bob"]
+
+
+def test_since_with_more_than_a_thousand_missed_gives_the_newest_and_says_so(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    for i in range(1100):
+        say(service, alice, "lobby", str(i))
+    service.history.flush()
+    bob = connect(service, "c2", "bob")
+    join(service, bob, "lobby", since=10)
+    (joined,) = bob.of_type("joined")
+    assert [m["id"] for m in joined["history"]] == list(range(101, 1101))
+    assert joined["truncated"] is True
+
+
+def test_presence_goes_to_the_others_once_per_nick(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    bob_tab1 = connect(service, "c2", "bob")
+    bob_tab2 = RecordingMember("c3", "bob", session_id=bob_tab1.session_id)
+    service.connect(bob_tab2)
+    join(service, bob_tab1, "lobby")
+    join(service, bob_tab2, "lobby")
+    assert alice.of_type("presence") == [
+        {"type": "presence", "room": "lobby", "nick": "bob", "event": "join", "count": 2}
+    ]
+    assert bob_tab1.of_type("presence") == []
+    service.disconnect(bob_tab1)
+    assert len(alice.of_type("presence")) == 1  # bob is still there through his other tab
+    service.disconnect(bob_tab2)
+    assert alice.of_type("presence")[-1] == {
+        "type": "presence",
+        "room": "lobby",
+        "nick": "bob",
+        "event": "leave",
+        "count": 1,
+    }
+
+
+def test_leave_stops_delivery_and_answers_left(service: ChatService) -> None:
+    alice, bob = connect(service, "c1", "alice"), connect(service, "c2", "bob")
+    join(service, alice, "lobby")
+    join(service, bob, "lobby")
+    service.handle(bob, '{"type": "leave", "room": "lobby"}')
+    assert bob.received[-1] == {"type": "left", "room": "lobby"}
+    say(service, alice, "lobby", "after bob left")
+    service.history.flush()
+    assert bob.of_type("message") == []
+    assert alice.of_type("presence")[-1]["event"] == "leave"
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ('{"room": "lobby"}', "unknown_type"),
+        ('{"type": "shout"}', "unknown_type"),
+        ('{"type": "say", "text": "x"}', "missing_field"),
+        ('{"type": "say", "room": "lobby"}', "missing_field"),
+        ('{"type": "say", "room": "lobby", "text": 5}', "invalid_field"),
+        ('{"type": "join", "room": "lobby", "since": -1}', "invalid_field"),
+        ('{"type": "join", "room": "lobby", "since": true}', "invalid_field"),
+        ('{"type": "join", "room": "no spaces"}', "invalid_room"),
+        ('{"type": "join", "room": ""}', "invalid_room"),
+        ('{"type": "say", "room": "lobby", "text": ""}', "empty_text"),
+        ('{"type": "say", "room": "lobby", "text": "' + "x" * 4001 + '"}', "text_too_long"),
+        ('{"type": "say", "room": "elsewhere", "text": "x"}', "not_joined"),
+        ('{"type": "leave", "room": "elsewhere"}', "not_joined"),
+        ('{"type": "join", "room": "lobby"}', "already_joined"),
+    ],
+)
+def test_bad_input_gets_an_error_and_changes_nothing(service: ChatService, command: str, code: str) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    before = service.room_list()
+    service.handle(alice, command)
+    error = alice.received[-1]
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["message"]
+    assert service.room_list() == before
+
+
+def test_errors_carry_the_ref_of_the_request(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    service.handle(alice, '{"type": "say", "room": "lobby", "text": "x", "ref": "m7"}')
+    assert alice.received[-1] == {"type": "error", "code": "not_joined", "message": "join the room first", "ref": "m7"}
+
+
+def test_rooms_exist_while_they_have_members_or_history(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "empty")
+    join(service, alice, "talked")
+    say(service, alice, "talked", "hello")
+    service.history.flush()
+    assert service.room_list() == [{"name": "empty", "members": 1}, {"name": "talked", "members": 1}]
+    service.disconnect(alice)
+    assert service.room_list() == [{"name": "talked", "members": 0}]
+
+
+def test_a_nick_is_taken_only_by_another_connected_session(service: ChatService) -> None:
+    connect(service, "c1", "alice")
+    assert service.nick_taken(Identity("alice", "someone-else"))
+    assert not service.nick_taken(Identity("alice", "s-alice"))
+    assert not service.nick_taken(Identity("bob", "someone-else"))
