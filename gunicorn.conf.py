@@ -39,4 +39,16 @@ def post_worker_init(worker):
             gevent.sleep(0.1)
         chat.stop(timeout=max(1.0, worker.cfg.graceful_timeout - 2))
 
-    gevent.spawn(stop_when_worker_stops)
+    stopper = gevent.spawn(stop_when_worker_stops)
+    serve_http = worker.run
+
+    def run():
+        # The worker returns as soon as no HTTP request is running; the
+        # WebSocket clients must have had their 1001 and the history its
+        # last commit before the process exits.
+        try:
+            serve_http()
+        finally:
+            stopper.join(timeout=worker.cfg.graceful_timeout)
+
+    worker.run = run
