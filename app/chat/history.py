@@ -235,6 +235,10 @@ class SQLiteHistory:
             assert self._flusher is not None
             self._flusher.join()
         finally:
+            # Interrupted (a Timeout)? The flusher still ends: what is left
+            # fails on the closed connection and its callbacks are told.
+            self._stopping = True
+            self._queued.set()
             for pool, conn in ((self._writer_pool, self._writer), (self._reader_pool, self._reader)):
                 assert pool is not None and conn is not None
                 try:

@@ -1,0 +1,582 @@
+"""SQLiteHistory against real SQLite files: ids, group commit, reads, durability, failure, backpressure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+
+import gevent
+import pytest
+
+from app.chat.history import HistoryError, SQLiteHistory, StoredMessage
+from tests.conftest import scaled
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    """An ``on_stored`` callback that keeps what it was given, in order."""
+
+    def __init__(self) -> None:
+        self.results: list[StoredMessage | HistoryError] = []
+
+    def __call__(self, result: StoredMessage | HistoryError) -> None:
+        self.results.append(result)
+
+    @property
+    def stored(self) -> list[StoredMessage]:
+        return [r for r in self.results if isinstance(r, StoredMessage)]
+
+    @property
+    def errors(self) -> list[HistoryError]:
+        return [r for r in self.results if isinstance(r, HistoryError)]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "history.db")  # open() creates the missing directory
+
+
+@pytest.fixture
+def history(db_path: str) -> Iterator[SQLiteHistory]:
+    store = SQLiteHistory(db_path)
+    store.open()
+    with gevent.Timeout(scaled(10)):
+        yield store
+    store.close()
+
+
+def rows_on_disk(path: str, room: str) -> list[int]:
+    """The ids of the room as a fresh connection sees them."""
+    with sqlite3.connect(path) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM messages WHERE room = ? ORDER BY id", (room,))]
+    conn.close()
+    return ids
+
+
+def hold_write_lock(path: str) -> sqlite3.Connection:
+    """Another connection that holds the write lock until it commits: a slow disk, made deterministic."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def submit_concurrently(history: SQLiteHistory, room: str, senders: int, each: int, on_stored: Recorder) -> list[int]:
+    """``senders`` greenlets each submit ``each`` messages, yielding between submissions."""
+    returned: list[int] = []
+
+    def sender(n: int) -> None:
+        for i in range(each):
+            returned.append(history.submit(room, f"user{n}", f"message {i}", 1000 + i, f"r{n}-{i}", on_stored))
+            gevent.sleep(0)
+
+    gevent.joinall([gevent.spawn(sender, n) for n in range(senders)], raise_error=True)
+    history.flush()
+    return returned
+
+
+# -- ids and the message value -------------------------------------------------
+
+
+def test_ids_start_at_1_and_increase_per_room_independently(history: SQLiteHistory) -> None:
+    done = Recorder()
+    ids = [history.submit(room, "ann", "hi", 1, None, done) for room in ["a", "a", "b", "a", "b"]]
+    assert ids == [1, 2, 1, 3, 2]
+    assert history.last_id("a") == 3
+    assert history.last_id("b") == 2
+    assert history.last_id("c") == 0
+    assert history.room_names() == ["a", "b"]
+    history.flush()
+    assert [(m.room, m.id) for m in done.stored] == [("a", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)]
+
+
+def test_stored_message_json_has_ref_only_when_given() -> None:
+    message = StoredMessage("lobby", 7, "ann", "hello", 1_700_000_000_000)
+    assert message.to_json() == {
+        "type": "message",
+        "room": "lobby",
+        "id": 7,
+        "from": "ann",
+        "text": "hello",
+        "ts": 1_700_000_000_000,
+    }
+    assert StoredMessage("lobby", 7, "ann", "hello", 5, ref="c-1").to_json()["ref"] == "c-1"
+
+
+def test_on_stored_gets_the_message_as_given(history: SQLiteHistory) -> None:
+    done = Recorder()
+    history.submit("lobby", "ann", "hello", 42, "c-1", done)
+    history.submit("lobby", "bob", "hey", 43, None, done)
+    history.flush()
+    assert done.results == [
+        StoredMessage("lobby", 1, "ann", "hello", 42, "c-1"),
+        StoredMessage("lobby", 2, "bob", "hey", 43, None),
+    ]
+
+
+# -- group commit ----------------------------------------------------------------
+
+
+def test_on_stored_is_called_only_after_the_row_is_committed(history: SQLiteHistory, db_path: str) -> None:
+    seen_on_disk: list[bool] = []
+
+    def on_stored(result: StoredMessage | HistoryError) -> None:
+        assert isinstance(result, StoredMessage)
+        seen_on_disk.append(result.id in rows_on_disk(db_path, "lobby"))
+
+    for i in range(10):
+        history.submit("lobby", "ann", f"m{i}", i, None, on_stored)
+        gevent.sleep(0)
+    history.flush()
+    assert seen_on_disk == [True] * 10
+
+
+def test_callbacks_run_in_id_order_for_concurrent_submitters(history: SQLiteHistory) -> None:
+    done = Recorder()
+    returned = submit_concurrently(history, "lobby", senders=50, each=20, on_stored=done)
+    assert [m.id for m in done.results if isinstance(m, StoredMessage)] == list(range(1, 1001))
+    assert sorted(returned) == list(range(1, 1001))
+    assert [m.id for m in history.since("lobby", 0, limit=2000)] == list(range(1, 1001))
+
+
+def test_group_commit_writes_many_messages_per_transaction(history: SQLiteHistory) -> None:
+    done = Recorder()
+    submit_concurrently(history, "lobby", senders=100, each=10, on_stored=done)
+    assert len(done.stored) == 1000
+    assert 0 < history.commits < 1000 / 5
+
+
+def test_batches_are_at_most_batch_size(db_path: str) -> None:
+    store = SQLiteHistory(db_path, batch_size=10)
+    store.open()
+    done = Recorder()
+    for i in range(95):
+        store.submit("lobby", "ann", f"m{i}", i, None, done)
+    store.close()
+    assert len(done.stored) == 95
+    assert store.commits == 10
+
+
+def test_the_hub_keeps_running_while_a_big_batch_commits(db_path: str) -> None:
+    store = SQLiteHistory(db_path, synchronous="FULL", batch_size=5000)
+    store.open()
+    done = Recorder()
+    ticks: list[float] = []
+
+    def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.001)
+
+    text = "x" * 2000
+    for i in range(5000):
+        store.submit("big", "ann", text, i, None, done)
+    running = gevent.spawn(ticker)
+    started = time.monotonic()
+    store.flush()
+    took = time.monotonic() - started
+    running.kill()
+    store.close()
+    assert len(done.stored) == 5000
+    during = [t for t in ticks if t <= started + took]
+    gaps = [b - a for a, b in pairwise(during)]
+    assert len(during) >= 5, f"ticker ran {len(during)} times during a {took:.3f} s flush"
+    assert max(gaps) < took / 2
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def test_recent_returns_the_last_messages_oldest_first(history: SQLiteHistory) -> None:
+    for i in range(1, 11):
+        history.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    history.submit("other", "ann", "elsewhere", 0, None, Recorder())
+    history.flush()
+    assert [m.text for m in history.recent("lobby", 3)] == ["m8", "m9", "m10"]
+    assert [m.id for m in history.recent("lobby")] == list(range(1, 11))
+    assert history.recent("lobby", 0) == []
+    assert history.recent("nowhere") == []
+
+
+def test_since_returns_the_first_messages_after_an_id_oldest_first(history: SQLiteHistory) -> None:
+    for i in range(1, 11):
+        history.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    history.flush()
+    assert [m.id for m in history.since("lobby", 4)] == [5, 6, 7, 8, 9, 10]
+    assert [m.id for m in history.since("lobby", 4, limit=3)] == [5, 6, 7]
+    assert history.since("lobby", 10) == []
+    assert history.since("nowhere", 0) == []
+
+
+def test_reads_see_only_committed_messages(history: SQLiteHistory, db_path: str) -> None:
+    history.submit("lobby", "ann", "committed", 1, None, Recorder())
+    history.flush()
+    blocker = hold_write_lock(db_path)
+    try:
+        done = Recorder()
+        history.submit("lobby", "ann", "waiting", 2, None, done)
+        gevent.sleep(0.05)  # the batch is taken and waits for the lock
+        assert history.last_id("lobby") == 2
+        assert [m.text for m in history.recent("lobby")] == ["committed"]
+        assert [m.text for m in history.since("lobby", 0)] == ["committed"]
+        assert done.results == []
+    finally:
+        blocker.commit()
+        blocker.close()
+    history.flush()
+    assert [m.text for m in history.recent("lobby")] == ["committed", "waiting"]
+
+
+# -- durability --------------------------------------------------------------------
+
+
+def test_reopening_keeps_history_and_continues_ids(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    for room in ["a", "a", "b"]:
+        first.submit(room, "ann", "before", 1, "x", Recorder())
+    first.close()
+
+    second = SQLiteHistory(db_path)
+    second.open()
+    assert second.room_names() == ["a", "b"]
+    assert second.last_id("a") == 2
+    assert second.submit("a", "bob", "after", 2, None, Recorder()) == 3
+    second.flush()
+    assert [(m.id, m.text, m.ref) for m in second.recent("a")] == [
+        (1, "before", "x"),
+        (2, "before", "x"),
+        (3, "after", None),
+    ]
+    second.close()
+
+
+CHILD = """
+import sys
+from gevent import monkey
+
+monkey.patch_all()
+
+import gevent
+
+from app.chat.history import SQLiteHistory, StoredMessage
+
+store = SQLiteHistory(sys.argv[1], synchronous="NORMAL")
+store.open()
+
+
+def acknowledged(result):
+    if isinstance(result, StoredMessage):
+        sys.stdout.write(f"{result.id}\\n")
+        sys.stdout.flush()
+
+
+def sender(n):
+    for i in range(1_000_000):
+        store.submit("durable", f"user{n}", f"message {i}", i, None, acknowledged)
+        gevent.sleep(0)
+
+
+gevent.joinall([gevent.spawn(sender, n) for n in range(10)])
+"""
+
+
+def read_acknowledged(proc: subprocess.Popen[bytes], wanted: int, timeout: float) -> list[int]:
+    """Ids the child printed, until ``wanted`` of them or the deadline."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    acknowledged: list[int] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while len(acknowledged) < wanted and (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            acknowledged.extend(int(line) for line in lines)
+    return acknowledged
+
+
+def test_acknowledged_messages_survive_kill_9(tmp_path: Path, db_path: str) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(script), db_path]
+    with (
+        open(tmp_path / "child.err", "wb") as stderr,
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr) as proc,
+    ):
+        try:
+            acknowledged = read_acknowledged(proc, wanted=2000, timeout=scaled(10))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=scaled(10))
+    assert proc.returncode == -signal.SIGKILL
+    assert len(acknowledged) >= 2000, (tmp_path / "child.err").read_text()
+
+    reopened = SQLiteHistory(db_path)
+    reopened.open()
+    try:
+        stored = [m.id for m in reopened.since("durable", 0, limit=10_000_000)]
+        assert set(acknowledged) <= set(stored)
+        assert stored == list(range(1, len(stored) + 1))
+        assert reopened.last_id("durable") == len(stored)
+    finally:
+        reopened.close()
+
+
+# -- failure -------------------------------------------------------------------------
+
+
+def reject_text(path: str, text: str) -> None:
+    """Make every insert of ``text`` fail, from another connection: a deterministic failed commit."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            f"CREATE TRIGGER reject BEFORE INSERT ON messages WHEN NEW.text = '{text}' "
+            "BEGIN SELECT RAISE(ABORT, 'rejected by the test'); END"
+        )
+    conn.close()
+
+
+def test_a_failed_commit_reports_history_error_and_later_ids_continue(history: SQLiteHistory, db_path: str) -> None:
+    done = Recorder()
+    history.submit("lobby", "ann", "fine", 1, None, done)
+    history.flush()
+    reject_text(db_path, "poison")
+
+    failed = Recorder()
+    assert history.submit("lobby", "ann", "good but unlucky", 2, None, failed) == 2
+    assert history.submit("lobby", "ann", "poison", 3, None, failed) == 3
+    history.flush()
+    assert [type(r) for r in failed.results] == [HistoryError, HistoryError]
+    assert "rejected by the test" in str(failed.errors[0])
+    assert isinstance(failed.errors[0].__cause__, sqlite3.Error)
+    assert history.last_id("lobby") == 1
+
+    assert history.submit("lobby", "ann", "later", 4, None, done) == 2
+    history.flush()
+    assert [(m.id, m.text) for m in done.stored] == [(1, "fine"), (2, "later")]
+    assert rows_on_disk(db_path, "lobby") == [1, 2]
+    assert history.commits == 2
+
+
+def test_messages_queued_behind_a_failed_batch_fail_in_its_rooms_only(history: SQLiteHistory, db_path: str) -> None:
+    history.submit("a", "ann", "fine", 1, None, Recorder())
+    history.flush()
+    reject_text(db_path, "poison")
+    done = Recorder()
+    blocker = hold_write_lock(db_path)
+    try:
+        history.submit("a", "ann", "poison", 2, None, done)
+        gevent.sleep(0.05)  # the poisoned batch is taken and waits for the lock
+        history.submit("a", "ann", "behind, same room", 3, None, done)
+        history.submit("b", "bob", "behind, other room", 4, None, done)
+    finally:
+        blocker.commit()
+        blocker.close()
+    history.flush()
+    assert [(type(r).__name__, r.room if isinstance(r, StoredMessage) else None) for r in done.results] == [
+        ("HistoryError", None),
+        ("HistoryError", None),
+        ("StoredMessage", "b"),
+    ]
+    assert history.last_id("a") == 1
+    assert history.submit("a", "ann", "again", 5, None, done) == 2
+    history.flush()
+    assert rows_on_disk(db_path, "a") == [1, 2]
+    assert rows_on_disk(db_path, "b") == [1]
+
+
+def test_a_failed_first_message_leaves_the_room_without_history(history: SQLiteHistory, db_path: str) -> None:
+    history.flush()
+    reject_text(db_path, "poison")
+    done = Recorder()
+    history.submit("new", "ann", "poison", 1, None, done)
+    history.flush()
+    assert len(done.errors) == 1
+    assert history.last_id("new") == 0
+    assert history.room_names() == []
+
+
+def test_a_failing_callback_does_not_stop_the_others(history: SQLiteHistory, caplog: pytest.LogCaptureFixture) -> None:
+    done = Recorder()
+
+    def broken(result: StoredMessage | HistoryError) -> None:
+        raise RuntimeError("callback bug")
+
+    history.submit("lobby", "ann", "one", 1, None, done)
+    history.submit("lobby", "ann", "two", 2, None, broken)
+    history.submit("lobby", "ann", "three", 3, None, done)
+    with caplog.at_level(logging.ERROR, logger="app.chat.history"):
+        history.flush()
+    assert [m.id for m in done.stored] == [1, 3]
+    assert "on_stored callback failed for lobby#2" in caplog.text
+    assert history.submit("lobby", "ann", "four", 4, None, done) == 4
+
+
+def test_open_reports_an_unusable_path_as_history_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    store = SQLiteHistory(str(tmp_path / "a-file" / "history.db"))
+    with pytest.raises(HistoryError):
+        store.open()
+
+
+def test_unknown_synchronous_mode_is_refused() -> None:
+    with pytest.raises(ValueError):
+        SQLiteHistory("x.db", synchronous="OFF")
+
+
+# -- life cycle ------------------------------------------------------------------------
+
+
+def test_submit_after_close_raises_history_error(db_path: str) -> None:
+    store = SQLiteHistory(db_path)
+    store.open()
+    store.close()
+    with pytest.raises(HistoryError):
+        store.submit("lobby", "ann", "late", 1, None, Recorder())
+    with pytest.raises(HistoryError):
+        store.recent("lobby")
+
+
+def test_submit_before_open_raises_history_error(db_path: str) -> None:
+    with pytest.raises(HistoryError):
+        SQLiteHistory(db_path).submit("lobby", "ann", "early", 1, None, Recorder())
+
+
+def test_close_is_idempotent_and_stores_what_was_submitted(db_path: str) -> None:
+    store = SQLiteHistory(db_path)
+    store.open()
+    done = Recorder()
+    store.submit("lobby", "ann", "last words", 1, None, done)
+    store.close()
+    store.close()
+    assert [m.text for m in done.stored] == ["last words"]
+    assert rows_on_disk(db_path, "lobby") == [1]
+    SQLiteHistory(db_path).close()  # never opened
+
+
+def test_flush_waits_for_pending_callbacks(history: SQLiteHistory) -> None:
+    done = Recorder()
+    for i in range(100):
+        history.submit("lobby", "ann", f"m{i}", i, None, done)
+    assert done.results == []
+    history.flush()
+    assert len(done.stored) == 100
+    history.flush()  # nothing pending: returns at once
+
+
+def test_flush_waits_for_the_batch_being_written(history: SQLiteHistory, db_path: str) -> None:
+    blocker = hold_write_lock(db_path)
+    done = Recorder()
+    history.submit("lobby", "ann", "slow", 1, None, done)
+    gevent.sleep(0.05)  # the batch is taken and waits for the lock
+
+    def release() -> None:
+        blocker.commit()
+        blocker.close()
+
+    gevent.spawn_later(0.1, release)
+    history.flush()
+    assert [m.text for m in done.stored] == ["slow"]
+
+
+def test_a_callback_may_submit_even_when_the_queue_is_full(db_path: str) -> None:
+    store = SQLiteHistory(db_path, max_pending=1)
+    store.open()
+    replies = Recorder()
+
+    def answer(result: StoredMessage | HistoryError) -> None:
+        assert isinstance(result, StoredMessage)
+        for _ in range(3):  # beyond max_pending: the flusher itself must not wait
+            store.submit("lobby", "bot", f"re: {result.text}", result.ts, None, replies)
+
+    store.submit("lobby", "ann", "hello", 1, None, answer)
+    store.flush()
+    store.flush()
+    store.close()
+    assert [m.id for m in replies.stored] == [2, 3, 4]
+
+
+# -- backpressure --------------------------------------------------------------------
+
+
+def test_a_full_queue_blocks_the_submitter_not_the_hub(db_path: str) -> None:
+    store = SQLiteHistory(db_path, max_pending=5)
+    store.open()
+    done = Recorder()
+    blocker = hold_write_lock(db_path)
+    try:
+        store.submit("lobby", "ann", "in flight", 0, None, done)
+        gevent.sleep(0.05)  # the first batch is taken and waits for the lock
+        submitted: list[int] = []
+
+        def submitter() -> None:
+            for i in range(20):
+                submitted.append(store.submit("lobby", "bob", f"m{i}", i, None, done))
+
+        ticks = 0
+
+        def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                gevent.sleep(0.001)
+
+        blocked, running = gevent.spawn(submitter), gevent.spawn(ticker)
+        gevent.sleep(0.2)
+        assert submitted == [2, 3, 4, 5, 6]
+        assert not blocked.dead
+        assert ticks > 20
+        running.kill()
+    finally:
+        blocker.commit()
+        blocker.close()
+    blocked.join(timeout=scaled(5))
+    assert blocked.successful()
+    store.close()
+    assert [m.id for m in done.stored] == list(range(1, 22))
+    assert rows_on_disk(db_path, "lobby") == list(range(1, 22))
+
+
+def test_a_submitter_blocked_by_a_full_queue_gets_history_error_when_closed(db_path: str) -> None:
+    store = SQLiteHistory(db_path, max_pending=1)
+    store.open()
+    done = Recorder()
+    blocker = hold_write_lock(db_path)
+    store.submit("lobby", "ann", "in flight", 0, None, done)
+    gevent.sleep(0.05)  # the first batch is taken and waits for the lock
+    store.submit("lobby", "ann", "queued", 1, None, done)
+
+    def submit_late() -> HistoryError | int:
+        try:
+            return store.submit("lobby", "bob", "blocked", 2, None, done)
+        except HistoryError as error:
+            return error
+
+    late = gevent.spawn(submit_late)
+    closing = gevent.spawn(store.close)
+    gevent.sleep(0.05)
+    assert not late.dead
+    assert not closing.dead
+    blocker.commit()
+    blocker.close()
+    gevent.joinall([late, closing], timeout=scaled(5))
+    assert isinstance(late.value, HistoryError)
+    assert closing.successful()
+    assert [m.text for m in done.stored] == ["in flight", "queued"]
+    assert rows_on_disk(db_path, "lobby") == [1, 2]
