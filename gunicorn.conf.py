@@ -32,7 +32,14 @@ def post_worker_init(worker):
     """Start the chat's WebSocket server in this worker; stop it when the worker stops."""
     from app.runtime import start_chat
 
-    chat = start_chat(worker.wsgi, [str(listener) for listener in worker.sockets])
+    scheme = "https" if worker.cfg.is_ssl else "http"
+    web_urls = []
+    for listener in worker.sockets:  # gevent sockets by now, not gunicorn's wrappers
+        address = listener.getsockname()
+        if isinstance(address, tuple):
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            web_urls.append(f"{scheme}://{host}:{address[1]}")
+    chat = start_chat(worker.wsgi, web_urls)
 
     def stop_when_worker_stops():
         while worker.alive:

@@ -88,6 +88,8 @@ def _room(obj: dict[str, Any], ref: str | None) -> str:
     if "room" not in obj:
         raise ChatError("missing_field", "room is required", ref)
     room = obj["room"]
+    if not isinstance(room, str):
+        raise ChatError("invalid_field", "room must be a string", ref)
     if not valid_room(room):
         raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'", ref)
     return room
