@@ -48,6 +48,10 @@ class Settings:
     close_timeout: float = 5.0
     #: Most simultaneous WebSocket connections.
     max_connections: int = 10_000
+    #: The admin page's password (user ``admin``); empty: no admin page (404).
+    admin_password: str = ""
+    #: The bearer token of the push API; empty: no push API (404).
+    api_token: str = ""
     #: Redis for several workers or hosts (not yet supported: one process only).
     redis_url: str = ""
 

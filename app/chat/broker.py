@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 __all__ = ["Broker", "Deliver", "LocalBroker"]
 
-#: Delivers one room event to this process's members: ``deliver(room, event, exclude_conn)``.
-Deliver = Callable[[str, dict[str, Any], str | None], None]
+#: Delivers one event to this process's members of ``room`` (every member
+#: when ``room`` is None): ``deliver(room, event, exclude_conn)``.
+Deliver = Callable[[str | None, dict[str, Any], str | None], None]
 
 
 class Broker(Protocol):
@@ -22,8 +23,8 @@ class Broker(Protocol):
     def start(self, deliver: Deliver) -> None:
         """Begin delivering published events with ``deliver``."""
 
-    def publish(self, room: str, event: dict[str, Any], exclude_conn: str | None = None) -> None:
-        """Send ``event`` to the room's members (except the connection ``exclude_conn``)."""
+    def publish(self, room: str | None, event: dict[str, Any], exclude_conn: str | None = None) -> None:
+        """Send ``event`` to the room's members (every member if ``room`` is None), except ``exclude_conn``."""
 
     def close(self) -> None:
         """Stop delivering."""
@@ -38,7 +39,7 @@ class LocalBroker:
     def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
-    def publish(self, room: str, event: dict[str, Any], exclude_conn: str | None = None) -> None:
+    def publish(self, room: str | None, event: dict[str, Any], exclude_conn: str | None = None) -> None:
         if self._deliver is not None:
             self._deliver(room, event, exclude_conn)
 

@@ -19,18 +19,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gevent.event import AsyncResult
+
 from .auth import Identity
 from .broker import Broker
 from .history import HistoryError, SQLiteHistory, StoredMessage
-from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command
+from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command, valid_nick, valid_room
 from .rooms import Member, Rooms
 
-__all__ = ["ChatService"]
+__all__ = ["BANNED", "KICKED", "ChatService"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_ON_JOIN = 50
 MAX_SINCE = 1000
+#: Close codes of the operator's actions (4000-4999: private use, RFC 6455 §7.4.2).
+KICKED = 4001
+BANNED = 4003
+#: Seconds a pushed message may wait to be stored before the push fails.
+STORE_TIMEOUT = 10.0
 
 
 class ChatService:
@@ -43,6 +50,7 @@ class ChatService:
         self.rooms = Rooms()
         self.members: dict[str, Member] = {}
         self._joined: dict[str, set[str]] = {}  # conn id -> room names
+        self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
         self._clock: Callable[[], float] = time.time
 
     # -- life cycle ----------------------------------------------------------
@@ -184,8 +192,13 @@ class ChatService:
 
     # -- delivery --------------------------------------------------------------
 
-    def _deliver(self, name: str, event: dict[str, Any], exclude_conn: str | None) -> None:
+    def _deliver(self, name: str | None, event: dict[str, Any], exclude_conn: str | None) -> None:
         """Hand a room event to this process's members: encoded once, the same bytes to all."""
+        if name is None:
+            message = Outgoing.of(event)
+            for member in list(self.members.values()):
+                member.send(message)
+            return
         room = self.rooms.get(name)
         if room is None:
             return
@@ -195,6 +208,74 @@ class ChatService:
                 member.send(message)
         for kept in room.joining.values():
             kept.append(event)
+
+    # -- operators and backends -------------------------------------------------
+
+    def kick(self, conn_id: str, reason: str = "disconnected by an admin") -> bool:
+        """Close one connection with 4001; whether it was connected."""
+        member = self.members.get(conn_id)
+        if member is None:
+            return False
+        member.close(KICKED, reason)
+        return True
+
+    def ban(self, nick: str, seconds: float) -> int:
+        """Refuse ``nick`` for ``seconds``: close its connections (4003); how many were closed."""
+        self._bans[nick] = self._clock() + seconds
+        closing = [m for m in self.members.values() if m.nick == nick]
+        for member in closing:
+            member.close(BANNED, f"banned for {int(seconds)} s by an admin")
+        return len(closing)
+
+    def is_banned(self, nick: str) -> bool:
+        """Whether ``nick`` is banned now."""
+        until = self._bans.get(nick)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._bans[nick]
+            return False
+        return True
+
+    def bans(self) -> list[dict[str, Any]]:
+        """The bans in force: nick and when each ends (epoch seconds)."""
+        now = self._clock()
+        return [{"nick": nick, "until": until} for nick, until in sorted(self._bans.items()) if until > now]
+
+    def system(self, text: str, room: str | None = None) -> None:
+        """A system message to one room's members, or to every connected client."""
+        event: dict[str, Any] = {"type": "system", "text": text}
+        if room is not None:
+            event["room"] = room
+        self.broker.publish(room, event)
+
+    def post(self, room: str, text: str, nick: str) -> StoredMessage:
+        """Store a message from a backend and deliver it like any other, once stored.
+
+        Blocks the calling greenlet until the message is durable. Raises
+        :class:`ChatError` for bad input and :class:`HistoryError` when it
+        could not be stored.
+        """
+        if not valid_room(room):
+            raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
+        if not valid_nick(nick):
+            raise ChatError("invalid_field", "from must be 1-32 printable characters")
+        if not text:
+            raise ChatError("empty_text", "text is empty")
+        if len(text) > self.max_text:
+            raise ChatError("text_too_long", f"text is longer than {self.max_text} characters")
+        done: AsyncResult = AsyncResult()
+
+        def stored(result: StoredMessage | HistoryError) -> None:
+            if isinstance(result, StoredMessage):
+                self.broker.publish(result.room, result.to_json())
+            done.set(result)
+
+        self.history.submit(room, nick, text, int(self._clock() * 1000), None, stored)
+        result = done.get(timeout=STORE_TIMEOUT)
+        if isinstance(result, HistoryError):
+            raise result
+        return result
 
     # -- reading ---------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 :class:`ChatServer` puts :class:`~app.chat.service.ChatService` behind a
 :class:`~app.server.server.WebSocketServer`. Before the upgrade it refuses
 other paths (404), foreign browser origins (403), missing or bad credentials
-(401) and a nick another session holds (409). Each client is a
+(401), banned nicks (403) and a nick another session holds (409). Each client is a
 :class:`Client`: the chat domain's member, writing through its
 :class:`ServerWebSocket` without ever blocking a broadcast. One greenlet pings
 every client (keepalive); :meth:`ChatServer.stop` closes them all with 1001
@@ -152,6 +152,8 @@ class ChatServer:
         identity = self.authenticate(request)
         if identity is None:
             return reject(HTTPStatus.UNAUTHORIZED, "a valid token or session cookie is required")
+        if self.service.is_banned(identity.nick):
+            return reject(HTTPStatus.FORBIDDEN, "this nick is banned for now")
         if self.service.nick_taken(identity):
             return reject(HTTPStatus.CONFLICT, "nick in use by another session")
         return identity

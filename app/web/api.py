@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from typing import Any
 from urllib.parse import quote
@@ -11,7 +12,7 @@ from flask.typing import ResponseReturnValue
 
 from app.chat.auth import Identity, TokenSigner
 from app.chat.history import HistoryError
-from app.chat.protocol import valid_nick, valid_room
+from app.chat.protocol import ChatError, valid_nick, valid_room
 from app.chat.service import ChatService
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -49,6 +50,8 @@ def create_session() -> ResponseReturnValue:
     nick = data.get("nick")
     if not isinstance(nick, str) or not valid_nick(nick):
         return error(400, "invalid_nick", "nicks are 1-32 printable characters, without leading or trailing spaces")
+    if chat().is_banned(nick):
+        return error(403, "banned", f"{nick!r} is banned for now")
     sid = session.get("sid") or secrets.token_urlsafe(16)
     identity = Identity(nick, sid)
     if chat().nick_taken(identity):
@@ -95,6 +98,40 @@ def messages(room: str) -> ResponseReturnValue:
         return error(503, "unavailable", "history is unavailable, try again")
     payload: dict[str, Any] = {"room": room, "messages": [m.to_json() for m in found]}
     return jsonify(payload)
+
+
+#: The largest push request body, in bytes (larger: 413).
+MAX_PUSH_BODY = 64 * 1024
+
+
+@bp.post("/rooms/<room>/messages")
+def push(room: str) -> ResponseReturnValue:
+    """A backend's message into a room: stored, then delivered like any other (202)."""
+    token = current_app.config["CHAT_SETTINGS"].api_token
+    if not token:
+        return error(404, "not_found", "the push API is disabled (set CHAT_API_TOKEN)")
+    scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        response = jsonify(error="unauthorized", message="Authorization: Bearer <CHAT_API_TOKEN> is required")
+        return response, 401, {"WWW-Authenticate": 'Bearer realm="chat"'}
+    if (request.content_length or 0) > MAX_PUSH_BODY:
+        return error(413, "too_large", f"the body is over {MAX_PUSH_BODY} bytes")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return error(400, "invalid_json", 'send a JSON object like {"text": "hello", "from": "bot"}')
+    text, nick = data.get("text"), data.get("from", "api")
+    if not isinstance(text, str):
+        return error(400, "invalid_field", "text is required and must be a string")
+    if not isinstance(nick, str):
+        return error(400, "invalid_field", "from must be a string")
+    try:
+        stored = chat().post(room, text, nick)
+    except ChatError as exc:
+        status = 413 if exc.code == "text_too_long" else 400
+        return error(status, exc.code, exc.message)
+    except HistoryError:
+        return error(503, "unavailable", "the message could not be stored, try again")
+    return jsonify(id=stored.id), 202
 
 
 def init_app(app: Flask) -> None:
