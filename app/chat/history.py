@@ -15,8 +15,10 @@ room; a message is acknowledged only after it is on disk, so a caller that
 broadcasts from ``on_stored`` never shows a message that could be lost.
 
 Reads (:meth:`~SQLiteHistory.recent`, :meth:`~SQLiteHistory.since`) run on a
-second one-thread pool with their own connection; in WAL mode they see the
-last committed state and neither wait for nor block the writer.
+second one-thread pool with their own connection; in WAL mode they neither
+wait for nor block the writer. They show a message only once its
+``on_stored`` has run (not merely once committed), so a joiner that registers
+for live delivery and then reads history gets each message exactly once.
 
 Durability
 ----------
@@ -79,8 +81,8 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 INSERT = "INSERT INTO messages (room, id, nick, text, ts, ref) VALUES (?, ?, ?, ?, ?, ?)"
 COLUMNS = "room, id, nick, text, ts, ref"
-SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? ORDER BY id DESC LIMIT ?"
-SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?"
+SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDER BY id DESC LIMIT ?"
+SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
 SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
 
@@ -175,6 +177,8 @@ class SQLiteHistory:
         self._state = _State.NEW
         self._closed = Event()
         self._last_ids: dict[str, int] = {}
+        #: per room, the last id whose on_stored has run: what reads may show
+        self._acked: dict[str, int] = {}
         self._queue: deque[_Pending] = deque()
         self._queued = Event()  # set when the flusher has something to do
         self._slots = Semaphore(max_pending)
@@ -214,6 +218,7 @@ class SQLiteHistory:
         self._writer, self._reader = writer, reader
         self._writer_pool, self._reader_pool = writer_pool, reader_pool
         self._last_ids = last_ids
+        self._acked = dict(last_ids)
         self._state = _State.OPEN
         self._flusher = gevent.spawn(self._run)
 
@@ -362,6 +367,7 @@ class SQLiteHistory:
             self._commits += 1
             for pending in batch:
                 _notify(pending, pending.message)
+                self._acked[pending.message.room] = pending.message.id
         else:
             self._fail(batch, failure)
 
@@ -387,17 +393,23 @@ class SQLiteHistory:
     # -- reading ------------------------------------------------------------
 
     def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
-        """The last ``limit`` committed messages of the room, oldest first."""
+        """The last ``limit`` acknowledged messages of the room, oldest first.
+
+        Reads show a message only once its ``on_stored`` has run, not as soon
+        as it is committed: a reader that registered for live delivery before
+        reading then gets each message exactly once, from the read or live.
+        """
         if limit <= 0:
             return []
-        rows = self._read(SELECT_RECENT, (room, limit))
+        rows = self._read(SELECT_RECENT, (room, self._acked.get(room, 0), limit))
         return [StoredMessage(*row) for row in reversed(rows)]
 
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
-        """The first ``limit`` committed messages of the room with an id above ``after_id``, oldest first."""
+        """The first ``limit`` acknowledged messages of the room with an id above ``after_id``, oldest first."""
         if limit <= 0:
             return []
-        return [StoredMessage(*row) for row in self._read(SELECT_SINCE, (room, after_id, limit))]
+        acked = self._acked.get(room, 0)
+        return [StoredMessage(*row) for row in self._read(SELECT_SINCE, (room, after_id, acked, limit))]
 
     def last_id(self, room: str) -> int:
         """The last id given in the room (0 if none); may be ahead of what is committed yet."""

@@ -236,6 +236,27 @@ def test_reads_see_only_committed_messages(history: SQLiteHistory, db_path: str)
     assert [m.text for m in history.recent("lobby")] == ["committed", "waiting"]
 
 
+def test_reads_show_a_committed_message_only_once_its_callback_has_run(history: SQLiteHistory, db_path: str) -> None:
+    """Reader registered for live delivery, then read: each message comes once, read or live."""
+    seen_by_reader: list[list[int]] = []
+
+    def slow_broadcast(result: StoredMessage | HistoryError) -> None:
+        assert isinstance(result, StoredMessage)
+        # While this callback runs, the row is committed but not yet delivered.
+        reader = gevent.spawn(lambda: [m.id for m in history.recent("lobby")])
+        gevent.sleep(0.05)
+        seen_by_reader.append(reader.get(timeout=scaled(5)))
+
+    history.submit("lobby", "ann", "first", 1, None, Recorder())
+    history.flush()
+    history.submit("lobby", "ann", "second", 2, None, slow_broadcast)
+    history.flush()
+    assert rows_on_disk(db_path, "lobby") == [1, 2]
+    assert seen_by_reader == [[1]]
+    assert [m.id for m in history.recent("lobby")] == [1, 2]
+    assert [m.id for m in history.since("lobby", 0)] == [1, 2]
+
+
 # -- durability --------------------------------------------------------------------
 
 
