@@ -8,9 +8,6 @@ after the failure is ignored (§7.1.7: "MUST NOT further process data").
 from __future__ import annotations
 
 import time
-import tracemalloc
-import zlib
-from collections.abc import Callable
 
 import pytest
 
@@ -20,8 +17,7 @@ from app.ws.events import BinaryMessage, CloseReceived, Event, Ping, Pong, TextM
 from app.ws.exceptions import InvalidState
 from app.ws.frames import CloseCode, Frame, Opcode, encode_frame, parse_close_payload, read_frames
 
-MASK = bytes.fromhex("37fa213d")
-TAIL = b"\x00\x00\xff\xff"
+from .support import MASK, client_deflate, peak_memory
 
 INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
@@ -48,30 +44,6 @@ def header(opcode: int, length: int, *, fin: bool = True, rsv1: bool = False) ->
     if length < 0x10000:
         return bytes([b0, 0xFE]) + length.to_bytes(2, "big") + MASK
     return bytes([b0, 0xFF]) + length.to_bytes(8, "big") + MASK
-
-
-def deflate(payload: bytes) -> bytes:
-    """A client's compressed message (RFC 7692 §7.2.1), without context takeover."""
-    compressor = zlib.compressobj(wbits=-15)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    assert data.endswith(TAIL)
-    return data[:-4]
-
-
-def peak_memory(action: Callable[[], object]) -> int:
-    """Bytes of traced memory ``action`` needed at its peak, beyond what was already allocated."""
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        action()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    return peak - before
 
 
 def feed(conn: Connection, *pieces: bytes) -> list[Event]:
@@ -161,7 +133,7 @@ class TestFraming:
     def test_rsv1_on_a_continuation_frame_with_deflate_negotiated_fails_with_1002(self) -> None:
         """RFC 7692 §6.1: RSV1 is set on the first frame of a message only."""
         conn = deflate_connection()
-        data = deflate(b"hello hello hello")
+        data = client_deflate(b"hello hello hello")
         events = feed(
             conn,
             frame(Opcode.TEXT, data[:3], fin=False, rsv1=True),
@@ -330,7 +302,7 @@ class TestTextValidation:
 
     def test_invalid_utf8_in_a_compressed_message_fails_with_1007(self) -> None:
         conn = deflate_connection()
-        assert feed(conn, frame(Opcode.TEXT, deflate(b"ok \xff"), rsv1=True)) == []
+        assert feed(conn, frame(Opcode.TEXT, client_deflate(b"ok \xff"), rsv1=True)) == []
         assert_failed(conn, 1007)
 
     def test_binary_message_is_not_checked_as_utf8(self) -> None:
@@ -381,16 +353,16 @@ class TestMessageSize:
 
     def test_compressed_message_inflating_over_the_limit_fails_with_1009(self) -> None:
         conn = deflate_connection(max_message_size=1000)
-        assert feed(conn, frame(Opcode.BINARY, deflate(b"x" * 1001), rsv1=True)) == []
+        assert feed(conn, frame(Opcode.BINARY, client_deflate(b"x" * 1001), rsv1=True)) == []
         assert_failed(conn, 1009)
 
     def test_compressed_message_inflating_to_the_limit_is_received(self) -> None:
         conn = deflate_connection(max_message_size=1000)
-        assert feed(conn, frame(Opcode.BINARY, deflate(b"x" * 1000), rsv1=True)) == [BinaryMessage(b"x" * 1000)]
+        assert feed(conn, frame(Opcode.BINARY, client_deflate(b"x" * 1000), rsv1=True)) == [BinaryMessage(b"x" * 1000)]
 
     def test_decompression_bomb_fails_with_1009_without_inflating_it(self, timeout_scale: float) -> None:
         """16 MiB of zeros in about 16 KiB: refused at 1 MiB, not after inflating it all."""
-        bomb = deflate(bytes(16 * 1024 * 1024))
+        bomb = client_deflate(bytes(16 * 1024 * 1024))
         assert len(bomb) < 32 * 1024
         conn = deflate_connection(max_message_size=1024 * 1024)
         data = frame(Opcode.BINARY, bomb, rsv1=True)
@@ -404,7 +376,7 @@ class TestMessageSize:
         assert elapsed < 1.0 * timeout_scale
 
     def test_decompression_bomb_in_fragments_fails_with_1009(self) -> None:
-        bomb = deflate(bytes(4 * 1024 * 1024))
+        bomb = client_deflate(bytes(4 * 1024 * 1024))
         conn = deflate_connection(max_message_size=1024 * 1024)
         pieces = [frame(Opcode.BINARY, bomb[:100], fin=False, rsv1=True)]
         pieces += [frame(Opcode.CONTINUATION, bomb[i : i + 100], fin=False) for i in range(100, len(bomb), 100)]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tracemalloc
 import zlib
-from collections.abc import Callable
 
 import pytest
 
@@ -16,8 +14,8 @@ from app.ws.frames import Frame, Opcode, encode_frame, parse_close_payload, read
 from app.ws.handshake import accept, parse_extensions
 from app.ws.http11 import Request
 
-TAIL = b"\x00\x00\xff\xff"
-MASK = bytes.fromhex("37fa213d")
+from .support import MASK, TAIL, client_deflate, peak_memory
+
 MESSAGE = b"The quick brown fox jumps over the lazy dog. " * 20
 
 
@@ -35,29 +33,6 @@ def inflate(payload: bytes, inflater: zlib._Decompress | None = None, bits: int 
     """What a peer makes of a compressed message (§7.2.2: append 00 00 ff ff, inflate)."""
     inflater = inflater or zlib.decompressobj(-bits)
     return inflater.decompress(payload + TAIL)
-
-
-def client_deflate(payload: bytes, compressor: zlib._Compress) -> bytes:
-    """A client's compressed message: sync flush, tail removed (§7.2.1)."""
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    assert data.endswith(TAIL)
-    return data[:-4]
-
-
-def peak_memory(action: Callable[[], object]) -> int:
-    """Bytes of traced memory ``action`` needed at its peak, beyond what was already allocated."""
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        action()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        if not was_tracing:
-            tracemalloc.stop()
-    return peak - before
 
 
 def sent_frames(conn: Connection) -> list[Frame]:
