@@ -17,6 +17,9 @@ worker_class = "gevent"
 workers = 1
 graceful_timeout = 10
 accesslog = "-"
+# No gunicornc control socket: its default path is shared by every gunicorn
+# of a user, so two chats on one machine would fight over it.
+control_socket_disable = True
 
 
 def on_starting(server):
