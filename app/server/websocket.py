@@ -76,12 +76,39 @@ _coalescer = _Coalescer()
 class ServerWebSocket:
     """The handler's view of one client: receive messages, send, close."""
 
+    __slots__ = (
+        "_abort_timer",
+        "_dirty",
+        "_drained",
+        "_inflight",
+        "_pending",
+        "_pending_bytes",
+        "_queued",
+        "_queued_bytes",
+        "_raw",
+        "_transport_closed",
+        "_writer",
+        "address",
+        "bytes_in",
+        "bytes_out",
+        "close_timeout",
+        "context",
+        "last_ping_at",
+        "ping_sent_at",
+        "protocol",
+        "request",
+        "rtt",
+        "send_limit",
+        "sock",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
         address: Any,
         protocol: Connection,
-        request: Request,
+        request: Request | None,
         *,
         subprotocol: str | None = None,
         close_timeout: float = 5.0,
@@ -91,6 +118,7 @@ class ServerWebSocket:
         self.sock = sock
         self.address = address
         self.protocol = protocol
+        #: The opening request, unless the server was told not to keep it.
         self.request = request
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
