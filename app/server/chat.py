@@ -67,7 +67,11 @@ class Client:
 
     def send(self, message: Outgoing) -> None:
         """Queue an event; a client too slow to take it is closed (1008), never waited for."""
-        if self.ws.offer(self.ws.frame_for(message.data, message.frames)):
+        ws = self.ws
+        frame = message.frames.get(ws.encoding_key)  # the broadcast's shared frame, once framed
+        if frame is None:
+            frame = ws.frame_for(message.data, message.frames)
+        if ws.offer(frame):
             self.msgs_out += 1
 
     def close(self, code: int, reason: str) -> None:

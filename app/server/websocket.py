@@ -42,6 +42,7 @@ __all__ = ["ServerWebSocket"]
 
 Message = TextMessage | BinaryMessage
 RECV_SIZE = 64 * 1024
+_OPEN = State.OPEN
 
 
 class _Coalescer:
@@ -93,6 +94,7 @@ class ServerWebSocket:
         "bytes_out",
         "close_timeout",
         "context",
+        "encoding_key",
         "last_ping_at",
         "ping_sent_at",
         "protocol",
@@ -118,6 +120,9 @@ class ServerWebSocket:
         self.sock = sock
         self.address = address
         self.protocol = protocol
+        #: Connections with equal keys are sent the same bytes for a message
+        #: (see :meth:`frame_for`); fixed once the handshake is done.
+        self.encoding_key = protocol.encoding_key
         #: The opening request, unless the server was told not to keep it.
         self.request = request
         self.subprotocol = subprotocol
@@ -247,7 +252,7 @@ class ServerWebSocket:
         Connections with the same :attr:`~app.ws.Connection.encoding_key`
         get the same bytes, so a broadcast frames and compresses once per key.
         """
-        key = self.protocol.encoding_key
+        key = self.encoding_key
         frame = cache.get(key)
         if frame is None:
             frame = self.protocol.encode_message(payload)
@@ -260,7 +265,7 @@ class ServerWebSocket:
 
         Returns whether the frame was accepted.
         """
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             return False
         if self._writer is not None and self.buffered + len(frame) > self.send_limit:
             # the kernel's buffer is full and ours would overflow: too slow
