@@ -49,7 +49,7 @@ from __future__ import annotations
 import enum
 import logging
 import sqlite3
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +65,9 @@ __all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage"]
 log = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+#: The tail cache: the last TAIL_SIZE acknowledged messages of at most TAIL_ROOMS rooms.
+TAIL_SIZE = 50
+TAIL_ROOMS = 1024
 #: Seconds a write waits for a lock held by another connection before failing.
 BUSY_TIMEOUT = 5.0
 
@@ -179,6 +182,8 @@ class SQLiteHistory:
         self._last_ids: dict[str, int] = {}
         #: per room, the last id whose on_stored has run: what reads may show
         self._acked: dict[str, int] = {}
+        #: per recently read room, its last acknowledged messages (an LRU of rooms)
+        self._tails: OrderedDict[str, deque[StoredMessage]] = OrderedDict()
         self._queue: deque[_Pending] = deque()
         self._queued = Event()  # set when the flusher has something to do
         self._slots = Semaphore(max_pending)
@@ -187,11 +192,17 @@ class SQLiteHistory:
         self._flush_waiters: list[tuple[int, Event]] = []
         self._stopping = False
         self._commits = 0
+        self._reads = 0
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._writer_pool: ThreadPool | None = None
         self._reader_pool: ThreadPool | None = None
         self._flusher: gevent.Greenlet | None = None
+
+    @property
+    def reads(self) -> int:
+        """How many reads went to the database (the rest came from the tail cache)."""
+        return self._reads
 
     @property
     def commits(self) -> int:
@@ -366,8 +377,9 @@ class SQLiteHistory:
         if failure is None:
             self._commits += 1
             for pending in batch:
-                _notify(pending, pending.message)
-                self._acked[pending.message.room] = pending.message.id
+                message = pending.message
+                _notify(pending, message)
+                self._remember(message)
         else:
             self._fail(batch, failure)
 
@@ -390,6 +402,33 @@ class SQLiteHistory:
             error.__cause__ = failure.error
             _notify(pending, error)
 
+    # -- the tail cache ------------------------------------------------------
+
+    def _remember(self, message: StoredMessage) -> None:
+        """Acknowledge ``message``: reads may show it, and a cached tail gets it."""
+        room = message.room
+        tail = self._tails.get(room)
+        if tail is not None:
+            tail.append(message)  # acknowledged in id order, so the tail stays contiguous
+        elif self._acked.get(room, 0) == 0:
+            self._cache_tail(room, [message])  # a new room: its whole history is this
+        self._acked[room] = message.id
+
+    def _cache_tail(self, room: str, messages: list[StoredMessage]) -> None:
+        self._tails[room] = deque(messages[-TAIL_SIZE:], maxlen=TAIL_SIZE)
+        if len(self._tails) > TAIL_ROOMS:
+            self._tails.popitem(last=False)
+
+    def _tail(self, room: str, after_id: int) -> list[StoredMessage] | None:
+        """The cached acknowledged messages after ``after_id``, if the cache holds all of them."""
+        tail = self._tails.get(room)
+        if tail is None:
+            return None
+        self._tails.move_to_end(room)
+        if tail and tail[0].id > after_id + 1:
+            return None  # some are older than the tail
+        return [message for message in tail if message.id > after_id]
+
     # -- reading ------------------------------------------------------------
 
     def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
@@ -398,16 +437,28 @@ class SQLiteHistory:
         Reads show a message only once its ``on_stored`` has run, not as soon
         as it is committed: a reader that registered for live delivery before
         reading then gets each message exactly once, from the read or live.
+        The last :data:`TAIL_SIZE` messages of recently used rooms come from
+        memory, without a trip to the reader thread.
         """
         if limit <= 0:
             return []
-        rows = self._read(SELECT_RECENT, (room, self._acked.get(room, 0), limit))
-        return [StoredMessage(*row) for row in reversed(rows)]
+        acked = self._acked.get(room, 0)
+        cached = self._tail(room, max(0, acked - limit))
+        if cached is not None:
+            return cached[-limit:]
+        rows = self._read(SELECT_RECENT, (room, acked, limit))
+        messages = [StoredMessage(*row) for row in reversed(rows)]
+        if self._acked.get(room, 0) == acked and (len(messages) >= min(limit, TAIL_SIZE) or len(messages) == acked):
+            self._cache_tail(room, messages)  # nothing was acknowledged meanwhile: it is the tail
+        return messages
 
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
         """The first ``limit`` acknowledged messages of the room with an id above ``after_id``, oldest first."""
         if limit <= 0:
             return []
+        cached = self._tail(room, after_id)
+        if cached is not None:
+            return cached[:limit]
         acked = self._acked.get(room, 0)
         return [StoredMessage(*row) for row in self._read(SELECT_SINCE, (room, after_id, acked, limit))]
 
@@ -421,6 +472,7 @@ class SQLiteHistory:
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
         self._check_open()
+        self._reads += 1
         assert self._reader_pool is not None
         try:
             rows: list[Row] = self._reader_pool.apply(_fetch_all, (self._reader, sql, params))

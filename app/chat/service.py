@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ class ChatService:
         self.rooms = Rooms()
         self.members: dict[str, Member] = {}
         self._joined: dict[str, set[str]] = {}  # conn id -> room names
+        self._holders: dict[str, Counter[str]] = {}  # nick -> connections per session id
         self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
         self._clock: Callable[[], float] = time.time
 
@@ -71,17 +73,25 @@ class ChatService:
         """A client connected: say hello."""
         self.members[member.conn_id] = member
         self._joined[member.conn_id] = set()
+        self._holders.setdefault(member.nick, Counter())[member.session_id] += 1
         member.send(Outgoing.of({"type": "hello", "nick": member.nick, "conn": member.conn_id}))
 
     def disconnect(self, member: Member) -> None:
         """A client is gone: it leaves every room."""
         for room in sorted(self._joined.pop(member.conn_id, ())):
             self._remove(member, room)
-        self.members.pop(member.conn_id, None)
+        if self.members.pop(member.conn_id, None) is not None:
+            sessions = self._holders[member.nick]
+            sessions[member.session_id] -= 1
+            if sessions[member.session_id] <= 0:
+                del sessions[member.session_id]
+                if not sessions:
+                    del self._holders[member.nick]
 
     def nick_taken(self, identity: Identity) -> bool:
         """Whether a connected client of *another* session holds the nick."""
-        return any(m.nick == identity.nick and m.session_id != identity.session_id for m in self.members.values())
+        sessions = self._holders.get(identity.nick, ())
+        return any(sid != identity.session_id for sid in sessions)
 
     def rooms_of(self, member: Member) -> set[str]:
         """The rooms a member has joined."""
@@ -222,7 +232,7 @@ class ChatService:
     def ban(self, nick: str, seconds: float) -> int:
         """Refuse ``nick`` for ``seconds``: close its connections (4003); how many were closed."""
         self._bans[nick] = self._clock() + seconds
-        closing = [m for m in self.members.values() if m.nick == nick]
+        closing = [m for m in self.members.values() if m.nick == nick] if nick in self._holders else []
         for member in closing:
             member.close(BANNED, f"banned for {int(seconds)} s by an admin")
         return len(closing)

@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -38,15 +39,27 @@ Authenticate = Callable[[Request], "Identity | None"]
 WS_PATH = "/ws"
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the handshake gate learnt of a client: who it is, and its user agent.
+
+    Only this outlives the handshake; the request head itself is dropped.
+    """
+
+    identity: Identity
+    user_agent: str
+
+
 class Client:
     """A connected client: the chat domain's member, backed by a WebSocket."""
 
-    __slots__ = ("conn_id", "connected_at", "msgs_in", "msgs_out", "nick", "session_id", "ws")
+    __slots__ = ("conn_id", "connected_at", "msgs_in", "msgs_out", "nick", "session_id", "user_agent", "ws")
 
-    def __init__(self, conn_id: str, identity: Identity, ws: ServerWebSocket) -> None:
+    def __init__(self, conn_id: str, admission: Admission, ws: ServerWebSocket) -> None:
         self.conn_id = conn_id
-        self.nick = identity.nick
-        self.session_id = identity.session_id
+        self.nick = admission.identity.nick
+        self.session_id = admission.identity.session_id
+        self.user_agent = admission.user_agent
         self.ws = ws
         self.connected_at = time.time()
         self.msgs_in = 0
@@ -54,7 +67,11 @@ class Client:
 
     def send(self, message: Outgoing) -> None:
         """Queue an event; a client too slow to take it is closed (1008), never waited for."""
-        if self.ws.offer(self.ws.frame_for(message.data, message.frames)):
+        ws = self.ws
+        frame = message.frames.get(ws.encoding_key)  # the broadcast's shared frame, once framed
+        if frame is None:
+            frame = ws.frame_for(message.data, message.frames)
+        if ws.offer(frame):
             self.msgs_out += 1
 
     def close(self, code: int, reason: str) -> None:
@@ -68,7 +85,7 @@ class Client:
             "id": self.conn_id,
             "nick": self.nick,
             "addr": f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr),
-            "user_agent": ws.request.get("User-Agent") or "",
+            "user_agent": self.user_agent,
             "connected_at": self.connected_at,
             "msgs_in": self.msgs_in,
             "msgs_out": self.msgs_out,
@@ -106,6 +123,7 @@ class ChatServer:
             close_timeout=settings.close_timeout,
             max_connections=settings.max_connections,
             send_limit=settings.send_buffer,
+            keep_request=False,
         )
         self.ws_server = WebSocketServer(
             listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
@@ -156,7 +174,7 @@ class ChatServer:
             return reject(HTTPStatus.FORBIDDEN, "this nick is banned for now")
         if self.service.nick_taken(identity):
             return reject(HTTPStatus.CONFLICT, "nick in use by another session")
-        return identity
+        return Admission(identity, (request.get("User-Agent") or "")[:256])
 
     # -- one client ----------------------------------------------------------
 
@@ -166,7 +184,8 @@ class ChatServer:
         service = self.service
         try:
             service.connect(client)
-            for message in ws:
+            while True:  # not ``for message in ws``: a generator would deepen every idle client's saved stack
+                message = ws.receive()
                 client.msgs_in += 1
                 if isinstance(message, TextMessage):
                     service.handle(client, message.data)

@@ -59,6 +59,10 @@ class ServerConfig:
     max_connections: int = 10_000
     #: Bytes that may wait to be sent to one client (see ServerWebSocket.offer).
     send_limit: int = 1024 * 1024
+    #: Keep the request head on the connection (``ws.request``); a server
+    #: holding many idle clients saves its memory by taking what it needs in
+    #: the gate instead.
+    keep_request: bool = True
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -146,6 +150,26 @@ class WebSocketServer:
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         """The life of one client: handshake, handler, close (gevent handler contract)."""
+        ws = self._open(sock, address)
+        if ws is None:
+            _close_quietly(sock)
+            return
+        try:
+            self.handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("handler failed for %s", address)
+            ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            ws.close()
+
+    def _open(self, sock: socket.socket, address: tuple) -> ServerWebSocket | None:
+        """The handshake; the connection if it succeeded.
+
+        A function of its own so that the handshake's objects (the request
+        head, the response) are freed before the client's long life starts.
+        """
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -155,8 +179,7 @@ class WebSocketServer:
         except OSError:
             done = None
         if done is None:
-            _close_quietly(sock)
-            return
+            return None
         handshake, request, leftover, context = done
         deflate = (
             PerMessageDeflate(handshake.deflate, self.config.deflate)
@@ -168,22 +191,14 @@ class WebSocketServer:
             sock,
             address,
             protocol,
-            request,
+            request if self.config.keep_request else None,
             subprotocol=handshake.subprotocol,
             close_timeout=self.config.close_timeout,
             send_limit=self.config.send_limit,
             context=context,
         )
-        try:
-            ws.feed(leftover)
-            self.handler(ws)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("handler failed for %s", address)
-            ws.close(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            ws.close()
+        ws.feed(leftover)
+        return ws
 
 
 def _close_quietly(sock: socket.socket) -> None:

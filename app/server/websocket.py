@@ -5,12 +5,16 @@
 handler whole messages, and writes frames.
 
 Writing never lets one client hold up another. :meth:`offer` (used by a
-broadcast, from any greenlet) writes straight to the socket when nothing is
-waiting — no greenlet switch — and otherwise appends to a bounded buffer that
-a writer greenlet, started only then, drains with one ``send`` for all the
-frames waiting (coalescing). A client whose buffer would pass ``send_limit``
-bytes is closed with 1008. The handler's own sends (:meth:`send_text`, …) wait
-instead: backpressure on the one client that is being answered.
+broadcast, from any greenlet) only queues the frame and marks the connection
+dirty; as soon as the broadcasting greenlet yields, one hub callback writes
+each dirty connection's frames with a single non-blocking ``send``
+(coalescing: a burst of messages costs one system call per client, and a
+quiet room still gets each message at once, with TCP_NODELAY). What the
+kernel does not take waits in a bounded buffer that a writer greenlet,
+started only then, drains. A client whose buffer would pass ``send_limit``
+bytes while the kernel is already full is closed with 1008. The handler's own
+sends (:meth:`send_text`, …) wait instead: backpressure on the one client that
+is being answered.
 """
 
 from __future__ import annotations
@@ -38,17 +42,75 @@ __all__ = ["ServerWebSocket"]
 
 Message = TextMessage | BinaryMessage
 RECV_SIZE = 64 * 1024
+_OPEN = State.OPEN
+
+
+class _Coalescer:
+    """Writes every dirty connection's queued frames once the running greenlet yields.
+
+    A hub callback, not a greenlet: it runs on the next turn of the event loop
+    and only makes non-blocking sends.
+    """
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[ServerWebSocket] = []
+        self._scheduled = False
+
+    def add(self, ws: ServerWebSocket) -> None:
+        self._dirty.append(ws)
+        if not self._scheduled:
+            self._scheduled = True
+            gevent.get_hub().loop.run_callback(self._run)
+
+    def _run(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for ws in dirty:
+            ws._flush_queued()
+
+
+_coalescer = _Coalescer()
 
 
 class ServerWebSocket:
     """The handler's view of one client: receive messages, send, close."""
+
+    __slots__ = (
+        "_abort_timer",
+        "_dirty",
+        "_drained",
+        "_inflight",
+        "_pending",
+        "_pending_bytes",
+        "_queued",
+        "_queued_bytes",
+        "_raw",
+        "_transport_closed",
+        "_writer",
+        "address",
+        "bytes_in",
+        "bytes_out",
+        "close_timeout",
+        "context",
+        "encoding_key",
+        "last_ping_at",
+        "ping_sent_at",
+        "protocol",
+        "request",
+        "rtt",
+        "send_limit",
+        "sock",
+        "subprotocol",
+    )
 
     def __init__(
         self,
         sock: socket.socket,
         address: Any,
         protocol: Connection,
-        request: Request,
+        request: Request | None,
         *,
         subprotocol: str | None = None,
         close_timeout: float = 5.0,
@@ -58,6 +120,10 @@ class ServerWebSocket:
         self.sock = sock
         self.address = address
         self.protocol = protocol
+        #: Connections with equal keys are sent the same bytes for a message
+        #: (see :meth:`frame_for`); fixed once the handshake is done.
+        self.encoding_key = protocol.encoding_key
+        #: The opening request, unless the server was told not to keep it.
         self.request = request
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
@@ -66,6 +132,11 @@ class ServerWebSocket:
         self.context = context
         # the raw non-blocking socket under gevent's, for writes that must not switch
         self._raw = getattr(sock, "_sock", sock)
+        # frames offered since the last coalesced write, and whether one is scheduled
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
+        self._dirty = False
+        # bytes the kernel did not take, for the writer greenlet
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._inflight = 0
@@ -88,7 +159,7 @@ class ServerWebSocket:
     @property
     def buffered(self) -> int:
         """Bytes accepted for sending and not yet handed to the kernel."""
-        return self._pending_bytes + self._inflight
+        return self._queued_bytes + self._pending_bytes + self._inflight
 
     # -- receiving ---------------------------------------------------------
 
@@ -181,7 +252,7 @@ class ServerWebSocket:
         Connections with the same :attr:`~app.ws.Connection.encoding_key`
         get the same bytes, so a broadcast frames and compresses once per key.
         """
-        key = self.protocol.encoding_key
+        key = self.encoding_key
         frame = cache.get(key)
         if frame is None:
             frame = self.protocol.encode_message(payload)
@@ -194,13 +265,24 @@ class ServerWebSocket:
 
         Returns whether the frame was accepted.
         """
-        if self.protocol.state is not State.OPEN:
+        if self.protocol.state is not _OPEN:
             return False
-        if self._pending_bytes + self._inflight + len(frame) > self.send_limit and self._writer is not None:
+        if self._writer is not None and self.buffered + len(frame) > self.send_limit:
+            # the kernel's buffer is full and ours would overflow: too slow
             self.close_soon(CloseCode.POLICY_VIOLATION, "too slow: outgoing buffer full", drop_pending=True)
             return False
-        self._write(frame)
+        self._queued.append(frame)
+        self._queued_bytes += len(frame)
+        if not self._dirty:
+            self._dirty = True
+            _coalescer.add(self)
         return True
+
+    def _flush_queued(self) -> None:
+        """Write what :meth:`offer` queued (from the coalescer's hub callback)."""
+        self._dirty = False
+        if self._queued:
+            self._write(b"")
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping."""
@@ -226,7 +308,18 @@ class ServerWebSocket:
             raise self._closed_error()
 
     def _write(self, data: bytes) -> None:
-        """Write now if nothing is waiting, else queue for the writer greenlet."""
+        """Write now if nothing is waiting, else queue for the writer greenlet.
+
+        Frames queued by :meth:`offer` go first, so the stream keeps the
+        order frames were accepted in (a close frame is always last).
+        """
+        if self._queued:
+            queued = self._queued
+            if data:
+                queued.append(data)
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            self._queued = []
+            self._queued_bytes = 0
         if not data or self._transport_closed:
             return
         if self._writer is None:
@@ -270,6 +363,8 @@ class ServerWebSocket:
 
     def _broken(self) -> None:
         """The socket failed while writing: the connection is over."""
+        self._queued = []
+        self._queued_bytes = 0
         self._pending = []
         self._pending_bytes = 0
         self.protocol.receive_eof()
@@ -287,6 +382,8 @@ class ServerWebSocket:
         if self.protocol.state is not State.OPEN:
             return
         if drop_pending:
+            self._queued = []
+            self._queued_bytes = 0
             self._pending = []
             self._pending_bytes = 0
         self.protocol.send_close(code, reason)
@@ -340,6 +437,8 @@ class ServerWebSocket:
         """Cut the connection: the blocked reader and writer wake up with EOF or an error."""
         self._abort_timer = None
         self._transport_closed = True
+        self._queued = []
+        self._queued_bytes = 0
         self._pending = []
         self._pending_bytes = 0
         try:

@@ -257,6 +257,38 @@ def test_reads_show_a_committed_message_only_once_its_callback_has_run(history: 
     assert [m.id for m in history.since("lobby", 0)] == [1, 2]
 
 
+def test_the_last_messages_of_a_busy_room_come_from_memory(history: SQLiteHistory) -> None:
+    for i in range(80):
+        history.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    history.flush()
+    reads = history.reads
+    assert [m.id for m in history.recent("lobby", 50)] == list(range(31, 81))
+    assert [m.id for m in history.since("lobby", 70)] == list(range(71, 81))
+    assert history.reads == reads  # a new room's tail is cached from its first message
+    assert [m.id for m in history.since("lobby", 10, 5)] == [11, 12, 13, 14, 15]
+    assert history.reads == reads + 1  # older than the tail: from the database
+
+
+def test_a_reopened_room_is_read_once_then_served_from_memory(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    for i in range(60):
+        first.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    first.close()
+    second = SQLiteHistory(db_path)
+    second.open()
+    try:
+        assert [m.id for m in second.recent("lobby")] == list(range(11, 61))
+        reads = second.reads
+        second.submit("lobby", "bob", "new", 99, None, Recorder())
+        second.flush()
+        assert [m.id for m in second.recent("lobby")] == list(range(12, 62))
+        assert [m.text for m in second.since("lobby", 59)] == ["m59", "new"]
+        assert second.reads == reads
+    finally:
+        second.close()
+
+
 # -- durability --------------------------------------------------------------------
 
 
