@@ -447,13 +447,15 @@ def test_pages_send_a_csp_that_blocks_inline_script(chat: ChatServer, new_page: 
         assert f"connect-src 'self' ws://127.0.0.1:{chat.ws_port};" in policy
         assert response.headers["x-content-type-options"] == "nosniff"
 
+    # the chat page must be settled, or the navigation could swallow the event
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     blocked = page.evaluate(
         """() => new Promise(resolve => {
             document.addEventListener("securitypolicyviolation", e => resolve(e.violatedDirective), {once: true});
             const script = document.createElement("script");
             script.textContent = "window.inlineRan = true";
             document.body.append(script);
-            setTimeout(() => resolve(window.inlineRan ? "ran" : "no event"), 2000);
+            setTimeout(() => resolve(window.inlineRan ? "ran" : "no event"), 8000);
         })"""
     )
     assert blocked.startswith("script-src")
