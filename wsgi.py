@@ -12,14 +12,11 @@ app = create_app()
 if __name__ == "__main__":
     import logging
     import os
-    import signal
 
-    import gevent
-    import gevent.event
     from gevent.pywsgi import WSGIServer
 
     from app.runtime import start_chat
-    from app.server.server import parse_bind
+    from app.server.server import parse_bind, wait_for_shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = parse_bind(os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000"))
@@ -27,9 +24,6 @@ if __name__ == "__main__":
     http.start()
     chat = start_chat(app, [f"http://{host}:{http.server_port}"])
     print(f"chat: web app on http://{host}:{http.server_port}/, WebSocket server on {chat.url}", flush=True)
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
-    stop.wait()
+    wait_for_shutdown()
     http.stop(timeout=5)
     chat.stop(timeout=5)

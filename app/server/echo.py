@@ -14,14 +14,10 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import signal  # noqa: E402
-
-import gevent  # noqa: E402
-import gevent.event  # noqa: E402
 
 from app.ws import DeflateConfig, TextMessage  # noqa: E402
 
-from .server import ServerConfig, WebSocketServer, parse_bind  # noqa: E402
+from .server import ServerConfig, WebSocketServer, parse_bind, wait_for_shutdown  # noqa: E402
 from .websocket import ServerWebSocket  # noqa: E402
 
 DEFAULT_MAX_SIZE = 16 * 1024 * 1024
@@ -49,10 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     host, port = server.address[:2]
     print(f"echo server listening on ws://{host}:{port}/", flush=True)
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
-    stop.wait()
+    wait_for_shutdown()
     server.stop(timeout=5)
 
 

@@ -8,6 +8,7 @@ the connection is closed (1000 unless the handler closed it otherwise).
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from http import HTTPStatus
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
@@ -36,7 +38,7 @@ from app.ws import (
 
 from .websocket import ServerWebSocket
 
-__all__ = ["ServerConfig", "WebSocketServer"]
+__all__ = ["ServerConfig", "WebSocketServer", "parse_bind", "wait_for_shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,14 @@ class WebSocketServer:
         )
         ws.feed(leftover)
         return ws
+
+
+def wait_for_shutdown() -> None:
+    """Block the calling greenlet until the process gets SIGTERM or SIGINT."""
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
 
 
 def _close_quietly(sock: socket.socket) -> None:
