@@ -3,9 +3,11 @@
     gunicorn -c gunicorn.conf.py wsgi:app [--bind HOST:PORT]
 
 The WebSocket server (``CHAT_WS_BIND``) runs in the worker, beside the Flask
-app, so both see the same rooms. Rooms live in one process's memory, so more
-than one worker needs Redis (``CHAT_REDIS_URL``), which this version does not
-have yet: several workers are refused.
+app, so both see the same rooms. Without Redis the rooms live in that one
+process's memory, so several workers are refused. With ``CHAT_REDIS_URL``,
+``-w N`` runs N workers that each open the WebSocket port with
+``SO_REUSEPORT`` (the kernel spreads clients over them) and share every room
+through Redis.
 """
 
 import os

@@ -52,8 +52,10 @@ class Settings:
     admin_password: str = ""
     #: The bearer token of the push API; empty: no push API (404).
     api_token: str = ""
-    #: Redis for several workers or hosts (not yet supported: one process only).
+    #: Redis shared by several workers or hosts (``redis://HOST:PORT/DB``); empty: one process, SQLite.
     redis_url: str = ""
+    #: The prefix of every Redis key and channel: chats sharing one Redis must differ.
+    redis_prefix: str = "chat"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:

@@ -15,6 +15,7 @@ import gevent
 from flask import Flask
 
 from app.server.chat import ChatServer
+from app.server.listener import shared_listener
 from app.web.sessions import websocket_authenticator
 
 __all__ = ["start_chat", "web_origins"]
@@ -42,13 +43,16 @@ def start_chat(app: Flask, web_urls: Iterable[str]) -> ChatServer:
     # Spawning greenlets without recording their spawn tree saves memory on
     # each of the thousands of client greenlets; nothing here walks that tree.
     gevent.config.track_greenlet_tree = False
-    if settings.redis_url:
-        raise SystemExit("CHAT_REDIS_URL is set, but this version runs one process only: unset it")
+    # With Redis, every worker listens on the same port (SO_REUSEPORT: the
+    # kernel spreads connections over them). Without, a second chat on the
+    # port would split the rooms: binding fails instead.
+    listener = shared_listener(settings.ws_bind) if settings.redis_url else None
     server = ChatServer(
         app.extensions["chat"],
         settings,
         websocket_authenticator(app),
         allowed_origins=settings.origins or web_origins(web_urls),
+        listener=listener,
     )
     server.start()
     if not settings.ws_public_url:

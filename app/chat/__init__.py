@@ -12,6 +12,19 @@ __all__ = ["ChatService", "build_service"]
 
 
 def build_service(settings: Settings) -> ChatService:
-    """The chat service for this process: SQLite history, in-process fan-out."""
+    """The chat service for this process.
+
+    Embedded (no ``CHAT_REDIS_URL``): SQLite history, in-process fan-out.
+    With Redis: history in Redis Streams and fan-out, presence and the client
+    registry shared with every other process through Redis. Nothing connects
+    until :meth:`ChatService.start`.
+    """
+    if settings.redis_url:
+        from .redis_broker import RedisBroker
+        from .redis_history import RedisHistory
+        from .redis_link import RedisLink
+
+        link = RedisLink(settings.redis_url, settings.redis_prefix)
+        return ChatService(RedisHistory(link), RedisBroker(link), max_text=settings.max_text)
     history = SQLiteHistory(settings.db, synchronous=settings.db_synchronous)
     return ChatService(history, LocalBroker(), max_text=settings.max_text)

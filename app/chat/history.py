@@ -166,6 +166,9 @@ class SQLiteHistory:
     :meth:`close`.
     """
 
+    #: Storing does not deliver: the service publishes once ``on_stored`` ran.
+    publishes = False
+
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", max_pending: int = 10_000, batch_size: int = 500
     ) -> None:

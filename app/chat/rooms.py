@@ -6,7 +6,6 @@ the admin page) get copies through the service.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Protocol
 
 from .protocol import Outgoing
@@ -32,38 +31,33 @@ class Member(Protocol):
 
 
 class Room:
-    """A room's live members, keyed by connection id."""
+    """A room's live members on this process, keyed by connection id.
 
-    __slots__ = ("joining", "members", "name", "nicks")
+    Presence (which nicks are in the room, on every process) is the broker's;
+    this is who this process delivers the room's events to.
+    """
+
+    __slots__ = ("floors", "joining", "last_id", "members", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[str, Member] = {}
         #: connection id -> the events delivered while its join reads history
-        self.joining: dict[str, list[dict[str, Any]]] = {}
-        #: connections per nick (a session may have several tabs)
-        self.nicks: Counter[str] = Counter()
+        self.joining: dict[str, list[tuple[int | None, Outgoing]]] = {}
+        #: the id of the last message delivered here
+        self.last_id = 0
+        #: connection id -> the last message id its join's history held, when
+        #: that is ahead of ``last_id`` (the read saw messages still on their
+        #: way here); those must not reach it twice
+        self.floors: dict[str, int] = {}
 
-    @property
-    def count(self) -> int:
-        """The number of nicks in the room."""
-        return len(self.nicks)
-
-    def add(self, member: Member) -> bool:
-        """Add a member; whether its nick is new to the room."""
+    def add(self, member: Member) -> None:
         self.members[member.conn_id] = member
-        self.nicks[member.nick] += 1
-        return self.nicks[member.nick] == 1
 
     def remove(self, member: Member) -> bool:
-        """Remove a member; whether its nick has left the room."""
-        if self.members.pop(member.conn_id, None) is None:
-            return False
-        self.nicks[member.nick] -= 1
-        if self.nicks[member.nick] <= 0:
-            del self.nicks[member.nick]
-            return True
-        return False
+        """Remove a member; whether it was one."""
+        self.floors.pop(member.conn_id, None)
+        return self.members.pop(member.conn_id, None) is not None
 
 
 class Rooms(dict[str, Room]):

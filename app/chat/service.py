@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,10 @@ from gevent.event import AsyncResult
 
 from .auth import Identity
 from .broker import Broker
-from .history import HistoryError, SQLiteHistory, StoredMessage
+from .history import HistoryError, StoredMessage
 from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command, valid_nick, valid_room
-from .rooms import Member, Rooms
+from .rooms import Member, Room, Rooms
+from .store import History, HistoryUnavailable
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
 
@@ -42,16 +42,19 @@ STORE_TIMEOUT = 10.0
 
 
 class ChatService:
-    """Rooms, presence and messages for the members connected to this process."""
+    """Rooms, presence and messages for the members connected to this process.
 
-    def __init__(self, history: SQLiteHistory, broker: Broker, *, max_text: int = 4000) -> None:
+    What spans processes (presence, the client registry, operator commands)
+    goes through the :class:`~app.chat.broker.Broker`.
+    """
+
+    def __init__(self, history: History, broker: Broker, *, max_text: int = 4000) -> None:
         self.history = history
         self.broker = broker
         self.max_text = max_text
         self.rooms = Rooms()
         self.members: dict[str, Member] = {}
         self._joined: dict[str, set[str]] = {}  # conn id -> room names
-        self._holders: dict[str, Counter[str]] = {}  # nick -> connections per session id
         self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
         self._clock: Callable[[], float] = time.time
 
@@ -60,7 +63,7 @@ class ChatService:
     def start(self) -> None:
         """Open the history and start delivering room events."""
         self.history.open()
-        self.broker.start(self._deliver)
+        self.broker.start(self._deliver, self._run_command, self._catch_up)
 
     def close(self) -> None:
         """Stop delivering, then commit every accepted message."""
@@ -73,7 +76,7 @@ class ChatService:
         """A client connected: say hello."""
         self.members[member.conn_id] = member
         self._joined[member.conn_id] = set()
-        self._holders.setdefault(member.nick, Counter())[member.session_id] += 1
+        self.broker.connected(member, lambda: self._describe(member))
         member.send(Outgoing.of({"type": "hello", "nick": member.nick, "conn": member.conn_id}))
 
     def disconnect(self, member: Member) -> None:
@@ -81,17 +84,11 @@ class ChatService:
         for room in sorted(self._joined.pop(member.conn_id, ())):
             self._remove(member, room)
         if self.members.pop(member.conn_id, None) is not None:
-            sessions = self._holders[member.nick]
-            sessions[member.session_id] -= 1
-            if sessions[member.session_id] <= 0:
-                del sessions[member.session_id]
-                if not sessions:
-                    del self._holders[member.nick]
+            self.broker.disconnected(member)
 
     def nick_taken(self, identity: Identity) -> bool:
-        """Whether a connected client of *another* session holds the nick."""
-        sessions = self._holders.get(identity.nick, ())
-        return any(sid != identity.session_id for sid in sessions)
+        """Whether a connected client of *another* session holds the nick, on any process."""
+        return self.broker.nick_taken(identity.nick, identity.session_id)
 
     def rooms_of(self, member: Member) -> set[str]:
         """The rooms a member has joined."""
@@ -125,14 +122,18 @@ class ChatService:
         def stored(result: StoredMessage | HistoryError) -> None:
             if isinstance(result, HistoryError):
                 log.error("message to %s not stored: %s", command.room, result)
-                member.send(Outgoing.of(ChatError("unavailable", "message not stored", command.ref).to_json()))
+                member.send(Outgoing.of(_not_stored(result, command.ref).to_json()))
             else:
-                self.broker.publish(result.room, result.to_json())
+                self._publish_message(result)
 
         try:
             self.history.submit(command.room, member.nick, command.text, int(self._clock() * 1000), command.ref, stored)
-        except HistoryError:
-            raise ChatError("unavailable", "message not stored", command.ref) from None
+        except HistoryError as error:
+            raise _not_stored(error, command.ref) from None
+
+    def _publish_message(self, message: StoredMessage) -> None:
+        if not self.history.publishes:
+            self.broker.publish(message.room, Outgoing.of(message.to_json()), message_id=message.id)
 
     def _join(self, member: Member, command: Join) -> None:
         rooms = self._joined.get(member.conn_id)
@@ -144,35 +145,38 @@ class ChatService:
         kept = room.joining[member.conn_id] = []
         try:
             history, truncated = self._history_for_join(command)
-        except HistoryError:
+        except HistoryError as error:
             del room.joining[member.conn_id]
             self.rooms.discard_if_empty(command.room)
-            raise ChatError("unavailable", "history unavailable, try again", command.ref) from None
+            raise _not_stored(error, command.ref, "history unavailable, try again") from None
         del room.joining[member.conn_id]
         if member.conn_id not in self._joined:  # disconnected while reading history
             self.rooms.discard_if_empty(command.room)
             return
         rooms.add(command.room)
-        new_nick = room.add(member)
+        room.add(member)
         last_id = history[-1].id if history else (command.since or 0)
+        if last_id > room.last_id:
+            # The read saw messages this process has not delivered yet (another
+            # process stored them): they are on their way, and must skip this member.
+            room.floors[member.conn_id] = last_id
+        new_nick, nicks = self.broker.room_join(command.room, member)
         joined: dict[str, Any] = {
             "type": "joined",
             "room": command.room,
-            "members": sorted(room.nicks),
+            "members": nicks,
             "history": [m.to_json() for m in history],
         }
         if truncated:
             joined["truncated"] = True
         member.send(Outgoing.of(joined))
-        for event in kept:
-            if event.get("type") == "message" and event["id"] <= last_id:
-                continue  # already in the history
-            member.send(Outgoing.of(event))
+        for message_id, message in kept:
+            if message_id is None or message_id > last_id:  # else it is in the history already
+                member.send(message)
         if new_nick:
+            presence = {"type": "presence", "room": command.room, "nick": member.nick, "event": "join"}
             self.broker.publish(
-                command.room,
-                {"type": "presence", "room": command.room, "nick": member.nick, "event": "join", "count": room.count},
-                member.conn_id,
+                command.room, Outgoing.of({**presence, "count": len(nicks)}), exclude_conn=member.conn_id
             )
 
     def _history_for_join(self, command: Join) -> tuple[list[StoredMessage], bool]:
@@ -195,47 +199,95 @@ class ChatService:
         if room is None:
             return
         if room.remove(member):
-            self.broker.publish(
-                name, {"type": "presence", "room": name, "nick": member.nick, "event": "leave", "count": room.count}
-            )
+            gone, count = self.broker.room_leave(name, member)
+            if gone:
+                presence = {"type": "presence", "room": name, "nick": member.nick, "event": "leave", "count": count}
+                self.broker.publish(name, Outgoing.of(presence))
         self.rooms.discard_if_empty(name)
 
     # -- delivery --------------------------------------------------------------
 
-    def _deliver(self, name: str | None, event: dict[str, Any], exclude_conn: str | None) -> None:
+    def _deliver(self, name: str | None, message: Outgoing, message_id: int | None, exclude_conn: str | None) -> None:
         """Hand a room event to this process's members: encoded once, the same bytes to all."""
         if name is None:
-            message = Outgoing.of(event)
             for member in list(self.members.values()):
                 member.send(message)
             return
         room = self.rooms.get(name)
         if room is None:
             return
-        message = Outgoing.of(event)
+        if message_id is not None:
+            if message_id <= room.last_id:
+                return  # delivered already (a catch-up after an outage overlaps the live stream)
+            room.last_id = message_id
+            if room.floors:
+                self._deliver_past_floors(room, message, message_id)
+                return
         for conn_id, member in room.members.items():
             if conn_id != exclude_conn:
                 member.send(message)
         for kept in room.joining.values():
-            kept.append(event)
+            kept.append((message_id, message))
+
+    @staticmethod
+    def _deliver_past_floors(room: Room, message: Outgoing, message_id: int) -> None:
+        """Deliver a message to the members whose join's history did not hold it already."""
+        for conn_id, member in room.members.items():
+            floor = room.floors.get(conn_id)
+            if floor is None or message_id > floor:
+                member.send(message)
+        room.floors = {conn_id: floor for conn_id, floor in room.floors.items() if floor > message_id}
+        for kept in room.joining.values():
+            kept.append((message_id, message))
+
+    def _catch_up(self) -> None:
+        """After the shared store was unreachable: deliver what this process may have missed."""
+        for name, room in list(self.rooms.items()):
+            if not room.members:
+                continue
+            try:  # floors are all above last_id: nobody here has seen past it
+                missed = self.history.since(name, room.last_id, MAX_SINCE)
+            except HistoryError as error:
+                log.warning("catching up on %s failed: %s", name, error)
+                continue
+            for message in missed:
+                self._deliver(name, Outgoing.of(message.to_json()), message.id, None)
 
     # -- operators and backends -------------------------------------------------
 
     def kick(self, conn_id: str, reason: str = "disconnected by an admin") -> bool:
-        """Close one connection with 4001; whether it was connected."""
-        member = self.members.get(conn_id)
-        if member is None:
+        """Close one connection, on whichever process it is, with 4001; whether it was connected."""
+        if conn_id not in self.members and not self.broker.remote_client(conn_id):
             return False
-        member.close(KICKED, reason)
+        self._order({"op": "kick", "conn": conn_id, "reason": reason})
         return True
 
     def ban(self, nick: str, seconds: float) -> int:
-        """Refuse ``nick`` for ``seconds``: close its connections (4003); how many were closed."""
-        self._bans[nick] = self._clock() + seconds
-        closing = [m for m in self.members.values() if m.nick == nick] if nick in self._holders else []
-        for member in closing:
-            member.close(BANNED, f"banned for {int(seconds)} s by an admin")
-        return len(closing)
+        """Refuse ``nick`` for ``seconds`` everywhere: close its connections (4003); how many."""
+        closing = sum(1 for m in self.members.values() if m.nick == nick) + self.broker.remote_connections(nick)
+        self._order({"op": "ban", "nick": nick, "until": self._clock() + seconds, "seconds": int(seconds)})
+        return closing
+
+    def _order(self, command: dict[str, Any]) -> None:
+        """Run an operator's command here, then on every other process."""
+        self._run_command(command)
+        self.broker.command(command)
+
+    def _run_command(self, command: dict[str, Any]) -> None:
+        """An operator's command, from this process or another: act on the clients here."""
+        op = command.get("op")
+        if op == "kick":
+            member = self.members.get(command["conn"])
+            if member is not None:
+                member.close(KICKED, command["reason"])
+        elif op == "ban":
+            nick, until = command["nick"], float(command["until"])
+            self._bans[nick] = max(until, self._bans.get(nick, 0.0))
+            if until > self._clock():
+                for member in [m for m in self.members.values() if m.nick == nick]:
+                    member.close(BANNED, f"banned for {command['seconds']} s by an admin")
+        else:
+            log.warning("unknown operator command %r ignored", op)
 
     def is_banned(self, nick: str) -> bool:
         """Whether ``nick`` is banned now."""
@@ -253,11 +305,11 @@ class ChatService:
         return [{"nick": nick, "until": until} for nick, until in sorted(self._bans.items()) if until > now]
 
     def system(self, text: str, room: str | None = None) -> None:
-        """A system message to one room's members, or to every connected client."""
+        """A system message to one room's members, or to every connected client, on every process."""
         event: dict[str, Any] = {"type": "system", "text": text}
         if room is not None:
             event["room"] = room
-        self.broker.publish(room, event)
+        self.broker.publish(room, Outgoing.of(event))
 
     def post(self, room: str, text: str, nick: str) -> StoredMessage:
         """Store a message from a backend and deliver it like any other, once stored.
@@ -278,7 +330,7 @@ class ChatService:
 
         def stored(result: StoredMessage | HistoryError) -> None:
             if isinstance(result, StoredMessage):
-                self.broker.publish(result.room, result.to_json())
+                self._publish_message(result)
             done.set(result)
 
         self.history.submit(room, nick, text, int(self._clock() * 1000), None, stored)
@@ -290,21 +342,29 @@ class ChatService:
     # -- reading ---------------------------------------------------------------
 
     def room_list(self) -> list[dict[str, Any]]:
-        """Every room with members or history, with its member count."""
-        names = set(self.rooms) | set(self.history.room_names())
-        return [
-            {"name": name, "members": self.rooms[name].count if name in self.rooms else 0} for name in sorted(names)
-        ]
+        """Every room with members or history, with its member count (on every process)."""
+        names = sorted(set(self.rooms) | set(self.history.room_names()))
+        counts = self.broker.room_counts(names)
+        return [{"name": name, "members": counts.get(name, 0)} for name in names]
 
     def clients(self) -> list[dict[str, Any]]:
-        """Every connected client with its rooms, for the admin page."""
-        return [
-            {**member.describe(), "rooms": sorted(self._joined.get(conn_id, ()))}
-            for conn_id, member in list(self.members.items())
-        ]
+        """Every connected client with its rooms (this process's first), for the admin page."""
+        local = [self._describe(member) for member in list(self.members.values())]
+        return local + self.broker.remote_clients()
+
+    def _describe(self, member: Member) -> dict[str, Any]:
+        rooms = sorted(self._joined.get(member.conn_id, ()))
+        return {**member.describe(), "node": self.broker.node or None, "rooms": rooms}
 
     def messages(self, room: str, since: int | None, limit: int) -> list[StoredMessage]:
         """A room's history: after ``since``, or the last ``limit`` messages."""
         if since is None:
             return self.history.recent(room, limit)
         return self.history.since(room, since, limit)
+
+
+def _not_stored(error: HistoryError, ref: str | None, message: str = "message not stored") -> ChatError:
+    """The client's error for a failed store: ``degraded`` while the shared store is unreachable."""
+    if isinstance(error, HistoryUnavailable):
+        return ChatError("degraded", f"{message}: the chat's shared store is unreachable, try again shortly", ref)
+    return ChatError("unavailable", message, ref)

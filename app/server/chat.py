@@ -114,6 +114,8 @@ class ChatServer:
         self.allowed_origins = allowed_origins
         self.clients: dict[str, Client] = {}
         self._ids = itertools.count(1)
+        #: Connection ids are unique across processes: ``NODE.cN`` with Redis, ``cN`` alone.
+        self._id_prefix = f"{service.broker.node}.c" if service.broker.node else "c"
         config = ServerConfig(
             max_message_size=settings.max_message_size,
             # server_no_context_takeover: a broadcast is compressed once for all;
@@ -179,7 +181,7 @@ class ChatServer:
     # -- one client ----------------------------------------------------------
 
     def _handle(self, ws: ServerWebSocket) -> None:
-        client = Client(f"c{next(self._ids)}", ws.context, ws)
+        client = Client(f"{self._id_prefix}{next(self._ids)}", ws.context, ws)
         self.clients[client.conn_id] = client
         service = self.service
         try:

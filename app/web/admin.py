@@ -57,6 +57,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The fields of a client in ``GET /admin/api/clients``, in order.
 CLIENT_FIELDS = (
     "id",
+    "node",
     "nick",
     "addr",
     "user_agent",
@@ -264,7 +265,7 @@ def _json_object() -> dict[str, Any]:
 
 @api.get("/clients")
 def clients() -> ResponseReturnValue:
-    """Every connected client of this process, with its counters."""
+    """Every connected client, of every process, with its counters (as of its last heartbeat if remote)."""
     return jsonify(clients=[{key: info.get(key) for key in CLIENT_FIELDS} for info in chat().clients()])
 
 

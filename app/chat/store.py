@@ -1,0 +1,46 @@
+"""The history interface the chat service stores to and reads from.
+
+Two implementations: :class:`~app.chat.history.SQLiteHistory` (embedded, one
+process) and :class:`~app.chat.redis_history.RedisHistory` (Redis Streams,
+shared by every process). Both give each room's messages ids 1, 2, 3 … and
+acknowledge a message (``on_stored``) only once it is durable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .history import HistoryError, OnStored, StoredMessage
+
+__all__ = ["History", "HistoryUnavailable"]
+
+
+class HistoryUnavailable(HistoryError):
+    """The shared store cannot be reached (Redis is down): nothing was stored; try again later."""
+
+
+class History(Protocol):
+    """Durable, ordered message history of every room."""
+
+    #: True when storing a message also delivers it to every process (the
+    #: Redis script appends and publishes in one step, which is what keeps
+    #: every process's delivery in id order); the service then must not
+    #: publish it again.
+    publishes: bool
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def submit(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> object:
+        """Queue a message; ``on_stored`` gets the :class:`StoredMessage` once durable, or a :class:`HistoryError`."""
+
+    def flush(self) -> None: ...
+
+    def recent(self, room: str, limit: int = 50) -> list[StoredMessage]: ...
+
+    def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]: ...
+
+    def last_id(self, room: str) -> int: ...
+
+    def room_names(self) -> list[str]: ...

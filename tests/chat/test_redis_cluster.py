@@ -1,0 +1,470 @@
+"""Several chat processes sharing rooms through real Redis.
+
+Two gunicorn processes on different ports (two *nodes*), or one gunicorn with
+two workers on one WebSocket port, share one Redis: the machine's on
+127.0.0.1:6379 under a key prefix of the test's own, or, for the tests that
+stop Redis, a ``redis-server`` the test starts on a free port and stops.
+Clients are outside ones (``websockets``, ``urllib``); Redis is inspected
+with ``redis-py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed
+
+from ..conftest import scaled
+from .conftest import (
+    ChatServer,
+    fresh_nick,
+    fresh_room,
+    http_request,
+    is_message,
+    is_presence,
+    join,
+    kill_worker,
+    launch_chat,
+    open_ws,
+    recv_json,
+    recv_until,
+    say,
+    send_json,
+    server_environment,
+    session,
+    spawn_gunicorn,
+    wait_gone,
+)
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+ADMIN_PASSWORD = "cluster-admin-password"
+API_TOKEN = "cluster-api-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
+    name = f"chat-test-{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"the tests need Redis on 127.0.0.1:6379 ({exc})")
+    yield name
+    keys = list(client.scan_iter(match=f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class RedisServer:
+    """A redis-server of the test's own, appending every write to disk before answering."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + scaled(10)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
+    """``start_node(redis_url, prefix)``: a chat process of the cluster (same secret key for all)."""
+    servers: list[ChatServer] = []
+    secret = secrets.token_hex(32)
+
+    def start(redis_url: str, prefix: str, **env: object) -> ChatServer:
+        directory = tmp_path / f"node-{len(servers) + 1}"
+        directory.mkdir()
+        server = launch_chat(
+            directory,
+            CHAT_REDIS_URL=redis_url,
+            CHAT_REDIS_PREFIX=prefix,
+            CHAT_SECRET_KEY=secret,
+            CHAT_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            CHAT_API_TOKEN=API_TOKEN,
+            **env,
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def admin(node: ChatServer, path: str, body: object | None = None) -> tuple[int, Any]:
+    credentials = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}", "Content-Type": "application/json"}
+    raw = None if body is None else json.dumps(body).encode()
+    status, decoded, _ = http_request(
+        node.http + "/admin/api" + path, method="GET" if body is None else "POST", body=raw, headers=headers
+    )
+    return status, decoded
+
+
+def connect_to(node: ChatServer, nick: str) -> tuple[Any, dict[str, Any]]:
+    ws = open_ws(session(node, nick)["ws_url"])
+    hello = recv_json(ws)
+    assert hello["type"] == "hello", hello
+    return ws, hello
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+# -- two nodes, one room ------------------------------------------------------------------------------------------
+
+
+def test_clients_on_two_nodes_chat_in_one_room_in_the_same_order(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room = fresh_room()
+    ws_a, _ = connect_to(a, fresh_nick("alice"))
+    ws_b, _ = connect_to(b, fresh_nick("bob"))
+    with ws_a, ws_b:
+        join(ws_a, room)
+        join(ws_b, room)
+        for i in range(20):  # interleaved, without waiting: both nodes store concurrently
+            send_json(ws_a, {"type": "say", "room": room, "text": f"a{i}"})
+            send_json(ws_b, {"type": "say", "room": room, "text": f"b{i}"})
+        seen_a = [recv_until(ws_a, is_message(room)) for _ in range(40)]
+        seen_b = [recv_until(ws_b, is_message(room)) for _ in range(40)]
+    assert [m["id"] for m in seen_a] == list(range(1, 41))
+    assert seen_a == seen_b, "both nodes deliver the same messages in the same order"
+    texts = [m["text"] for m in seen_a]
+    assert [t for t in texts if t[0] == "a"] == [f"a{i}" for i in range(20)]
+    assert [t for t in texts if t[0] == "b"] == [f"b{i}" for i in range(20)]
+
+
+def test_presence_and_the_room_list_span_nodes(start_node: Callable[..., ChatServer], prefix: str) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room, alice, bob = fresh_room(), fresh_nick("alice"), fresh_nick("bob")
+    ws_a, _ = connect_to(a, alice)
+    ws_b, _ = connect_to(b, bob)
+    with ws_a, ws_b:
+        join(ws_a, room)
+        joined = join(ws_b, room)
+        assert joined["members"] == sorted([alice, bob])
+        event = recv_until(ws_a, is_presence(room, bob, "join"))
+        assert event["count"] == 2
+        for node in (a, b):
+            status, body = http_request(node.http + "/api/rooms")[:2]
+            assert status == 200
+            assert {"name": room, "members": 2} in body["rooms"]
+        ws_b.close()
+        left = recv_until(ws_a, is_presence(room, bob, "leave"))
+        assert left["count"] == 1
+
+
+def test_a_nick_held_on_one_node_is_taken_on_the_other(start_node: Callable[..., ChatServer], prefix: str) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    nick = fresh_nick("unique")
+    ws_a, _ = connect_to(a, nick)
+    with ws_a:
+        status, body, _ = http_request(
+            b.http + "/api/session",
+            method="POST",
+            body=json.dumps({"nick": nick}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 409, body
+
+
+def test_the_admin_list_shows_the_clients_of_every_node(start_node: Callable[..., ChatServer], prefix: str) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room = fresh_room()
+    ws_a, hello_a = connect_to(a, fresh_nick("alice"))
+    ws_b, hello_b = connect_to(b, fresh_nick("bob"))
+    with ws_a, ws_b:
+        join(ws_b, room)
+        assert hello_a["conn"].split(".")[0] != hello_b["conn"].split(".")[0], "connection ids name their node"
+        for node in (a, b):
+            status, body = admin(node, "/clients")
+            assert status == 200, body
+            by_id = {client["id"]: client for client in body["clients"]}
+            assert {hello_a["conn"], hello_b["conn"]} <= set(by_id)
+            assert by_id[hello_b["conn"]]["rooms"] == [room]
+            assert by_id[hello_b["conn"]]["node"] == hello_b["conn"].split(".")[0]
+
+
+def test_a_kick_from_one_node_closes_a_client_on_the_other(start_node: Callable[..., ChatServer], prefix: str) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    ws_b, hello_b = connect_to(b, fresh_nick("bob"))
+    with ws_b:
+        status, body = admin(a, f"/clients/{hello_b['conn']}/kick", {})
+        assert status == 200, body
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws_b.recv(timeout=scaled(5))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    status, body = admin(a, "/clients/nobody.c1/kick", {})
+    assert status == 404, body
+
+
+def test_a_ban_from_one_node_closes_and_refuses_the_nick_on_the_other(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    nick = fresh_nick("troll")
+    ws_b, _ = connect_to(b, nick)
+    with ws_b:
+        status, body = admin(a, "/bans", {"nick": nick, "seconds": 60})
+        assert status == 201, body
+        assert body["closed"] == 1
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws_b.recv(timeout=scaled(5))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
+    status, body, _ = http_request(
+        b.http + "/api/session",
+        method="POST",
+        body=json.dumps({"nick": nick}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 403, body
+    c = start_node(SHARED_REDIS, prefix)  # a node started later knows the ban too
+    status, body = admin(c, "/bans")
+    assert [ban["nick"] for ban in body["bans"]] == [nick]
+
+
+def test_admin_broadcast_and_the_push_api_reach_clients_on_every_node(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room = fresh_room()
+    ws_a, _ = connect_to(a, fresh_nick("alice"))
+    with ws_a:
+        join(ws_a, room)
+        status, body = admin(b, "/broadcast", {"text": "maintenance at noon"})
+        assert status == 202, body
+        system = recv_until(ws_a, lambda m: m.get("type") == "system")
+        assert system["text"] == "maintenance at noon"
+        status, body, _ = http_request(
+            b.http + f"/api/rooms/{room}/messages",
+            method="POST",
+            body=json.dumps({"text": "deploy finished", "from": "ci-bot"}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
+        )
+        assert status == 202, body
+        pushed = recv_until(ws_a, is_message(room))
+        assert (pushed["from"], pushed["text"], pushed["id"]) == ("ci-bot", "deploy finished", body["id"])
+
+
+def test_since_recovery_works_after_switching_nodes(start_node: Callable[..., ChatServer], prefix: str) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room, nick = fresh_room(), fresh_nick("mobile")
+    ws_a, _ = connect_to(a, nick)
+    with ws_a:
+        join(ws_a, room)
+        sent = [say(ws_a, room, f"m{i}") for i in range(6)]
+    last_seen = sent[2]["id"]
+    ws_b, _ = connect_to(b, nick)
+    with ws_b:
+        joined = join(ws_b, room, since=last_seen)
+        assert [m["text"] for m in joined["history"]] == ["m3", "m4", "m5"]
+        assert [m["id"] for m in joined["history"]] == [m["id"] for m in sent[3:]]
+        status, body = http_request(b.http + f"/api/rooms/{room}/messages")[:2]
+        assert status == 200, body
+        assert [m["text"] for m in body["messages"]] == [f"m{i}" for i in range(6)]
+
+
+def test_a_crashed_nodes_clients_disappear_within_30_seconds(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room, bob = fresh_room(), fresh_nick("bob")
+    ws_a, _ = connect_to(a, fresh_nick("alice"))
+    ws_b, hello_b = connect_to(b, bob)
+    with ws_a:
+        join(ws_a, room)
+        join(ws_b, room)
+        recv_until(ws_a, is_presence(room, bob, "join"))
+        b.stop(signal.SIGKILL)  # no goodbye: the heartbeat stops
+        crashed_at = time.monotonic()
+        left = recv_until(ws_a, is_presence(room, bob, "leave"), timeout=scaled(30))
+        assert left["count"] == 1
+        assert time.monotonic() - crashed_at < 30
+        status, body = admin(a, "/clients")
+        assert status == 200, body
+        assert hello_b["conn"] not in {client["id"] for client in body["clients"]}
+    ws_b.close_socket()
+
+
+# -- Redis goes away and comes back ---------------------------------------------------------------------------------
+
+
+def test_redis_restarted_mid_chat_loses_nothing_acknowledged(
+    start_node: Callable[..., ChatServer], own_redis: RedisServer
+) -> None:
+    a, b = start_node(own_redis.url, "chat"), start_node(own_redis.url, "chat")
+    room = fresh_room()
+    ws_a, _ = connect_to(a, fresh_nick("alice"))
+    ws_b, _ = connect_to(b, fresh_nick("bob"))
+    with ws_a, ws_b:
+        join(ws_a, room)
+        join(ws_b, room)
+        acked = [say(ws_a, room, "before-1")["id"], say(ws_b, room, "before-2")["id"]]
+        own_redis.stop()
+        send_json(ws_a, {"type": "say", "room": room, "text": "during", "ref": "d1"})
+        refused = recv_until(ws_a, lambda m: m.get("ref") == "d1")
+        assert (refused["type"], refused["code"]) == ("error", "degraded"), refused
+        own_redis.start()  # same port, same directory: the append-only file comes back
+        deadline = time.monotonic() + scaled(30)
+        while True:  # the nodes reconnect with backoff; say again until accepted
+            ref = secrets.token_hex(4)
+            send_json(ws_a, {"type": "say", "room": room, "text": "after", "ref": ref})
+            reply = recv_until(ws_a, lambda m, ref=ref: m.get("ref") == ref)
+            if reply["type"] == "message":
+                break
+            assert reply["code"] == "degraded", reply
+            assert time.monotonic() < deadline, "the chat did not resume after Redis came back"
+            time.sleep(0.5)
+        acked.append(reply["id"])
+        got_b = recv_until(ws_b, lambda m: is_message(room)(m) and m["text"] == "after")
+        assert got_b["id"] == reply["id"]
+    assert "unreachable" in a.logs()
+    assert a.logs().count("unreachable (") == 1, "the outage is logged once"
+    status, body = http_request(b.http + f"/api/rooms/{room}/messages")[:2]
+    assert status == 200, body
+    stored = [m["id"] for m in body["messages"]]
+    assert set(acked) <= set(stored)
+    assert [m["text"] for m in body["messages"]] == ["before-1", "before-2", "after"]
+
+
+# -- gunicorn -w 2 on one port --------------------------------------------------------------------------------------
+
+
+def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: Path, prefix: str) -> None:
+    ws_port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = server_environment(
+        tmp_path / "chat.db", CHAT_REDIS_URL=SHARED_REDIS, CHAT_REDIS_PREFIX=prefix, CHAT_WS_BIND=f"127.0.0.1:{ws_port}"
+    )
+    process = spawn_gunicorn(log_path, env, "-w", "2")
+    try:
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            text = log_path.read_text(errors="replace")
+            http = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if http and text.count("listening on ws://") >= 2:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, text
+            time.sleep(0.05)
+        node = ChatServer(process, log_path, tmp_path / "chat.db", int(http.group(1)), ws_port)
+        room = fresh_room()
+        clients, nodes = [], set()
+        for _ in range(40):  # the kernel spreads new connections over both workers
+            ws, hello = connect_to(node, fresh_nick())
+            clients.append((ws, hello))
+            nodes.add(hello["conn"].split(".")[0])
+            if len(nodes) == 2 and len(clients) >= 2:
+                break
+        assert len(nodes) == 2, "every connection went to the same worker"
+        first = clients[0]
+        other = next(
+            (ws, hello) for ws, hello in clients if hello["conn"].split(".")[0] != first[1]["conn"].split(".")[0]
+        )
+        join(first[0], room)
+        join(other[0], room)
+        sent = say(first[0], room, "across workers")
+        got = recv_until(other[0], is_message(room))
+        assert (got["id"], got["text"]) == (sent["id"], "across workers")
+        for ws, _ in clients:
+            ws.close()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=scaled(20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "Booting worker with pid: " in line:
+                pid = int(line.rsplit(":", 1)[1].split()[0])
+                if not wait_gone(pid, scaled(5)):
+                    kill_worker(pid)
