@@ -220,6 +220,28 @@ def test_clients_on_two_nodes_chat_in_one_room_in_the_same_order(
     assert [t for t in texts if t[0] == "b"] == [f"b{i}" for i in range(20)]
 
 
+def test_joining_on_one_node_while_the_other_sends_misses_and_repeats_nothing(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room, total = fresh_room(), 300
+    ws_a, _ = connect_to(a, fresh_nick("talker"))
+    with ws_a:
+        join(ws_a, room)
+        for i in range(total):  # queued at once: node A stores them while B's client joins
+            send_json(ws_a, {"type": "say", "room": room, "text": f"m{i}"})
+        for _ in range(5):  # several joins, each at a different point of the stream
+            ws_b, _ = connect_to(b, fresh_nick("joiner"))
+            with ws_b:
+                joined = join(ws_b, room, since=0)
+                ids = [m["id"] for m in joined["history"]]
+                while not ids or ids[-1] < total:
+                    ids.append(recv_until(ws_b, is_message(room))["id"])
+            first = ids[0] if ids else 1
+            assert ids == list(range(first, total + 1)), "contiguous: no gap and no repeat"
+        recv_until(ws_a, lambda m: is_message(room)(m) and m["id"] == total, timeout=scaled(10))
+
+
 def test_presence_and_the_room_list_span_nodes(start_node: Callable[..., ChatServer], prefix: str) -> None:
     a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
     room, alice, bob = fresh_room(), fresh_nick("alice"), fresh_nick("bob")
