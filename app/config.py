@@ -48,6 +48,11 @@ class Settings:
     close_timeout: float = 5.0
     #: Most simultaneous WebSocket connections.
     max_connections: int = 10_000
+    #: Messages a client may send per second over time, and at once (0: no limit).
+    message_rate: float = 20.0
+    message_burst: int = 100
+    #: Rooms one client may be in at once (0: no limit).
+    max_rooms: int = 50
     #: The admin page's password (user ``admin``); empty: no admin page (404).
     admin_password: str = ""
     #: The bearer token of the push API; empty: no push API (404).

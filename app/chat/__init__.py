@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from app.config import Settings
 
-from .broker import LocalBroker
+from .broker import Broker, LocalBroker
 from .history import SQLiteHistory
 from .service import ChatService
+from .store import History
 
 __all__ = ["ChatService", "build_service"]
 
@@ -19,12 +20,23 @@ def build_service(settings: Settings) -> ChatService:
     registry shared with every other process through Redis. Nothing connects
     until :meth:`ChatService.start`.
     """
+
+    def service(history: History, broker: Broker) -> ChatService:
+        return ChatService(
+            history,
+            broker,
+            max_text=settings.max_text,
+            max_rooms=settings.max_rooms,
+            message_rate=settings.message_rate,
+            message_burst=settings.message_burst,
+        )
+
     if settings.redis_url:
         from .redis_broker import RedisBroker
         from .redis_history import RedisHistory
         from .redis_link import RedisLink
 
         link = RedisLink(settings.redis_url, settings.redis_prefix)
-        return ChatService(RedisHistory(link), RedisBroker(link), max_text=settings.max_text)
+        return service(RedisHistory(link), RedisBroker(link))
     history = SQLiteHistory(settings.db, synchronous=settings.db_synchronous)
-    return ChatService(history, LocalBroker(), max_text=settings.max_text)
+    return service(history, LocalBroker())

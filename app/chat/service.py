@@ -24,6 +24,7 @@ from gevent.event import AsyncResult
 from .auth import Identity
 from .broker import Broker
 from .history import HistoryError, StoredMessage
+from .limits import RateLimiter, Verdict
 from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command, valid_nick, valid_room
 from .rooms import Member, Room, Rooms
 from .store import History, HistoryUnavailable
@@ -37,6 +38,8 @@ MAX_SINCE = 1000
 #: Close codes of the operator's actions (4000-4999: private use, RFC 6455 §7.4.2).
 KICKED = 4001
 BANNED = 4003
+#: A flood goes on after ``rate_limited`` (RFC 6455 §7.4.1: policy violation).
+POLICY_VIOLATION = 1008
 #: Seconds a pushed message may wait to be stored before the push fails.
 STORE_TIMEOUT = 10.0
 
@@ -48,10 +51,22 @@ class ChatService:
     goes through the :class:`~app.chat.broker.Broker`.
     """
 
-    def __init__(self, history: History, broker: Broker, *, max_text: int = 4000) -> None:
+    def __init__(
+        self,
+        history: History,
+        broker: Broker,
+        *,
+        max_text: int = 4000,
+        max_rooms: int = 0,
+        message_rate: float = 0.0,
+        message_burst: int = 1,
+    ) -> None:
         self.history = history
         self.broker = broker
         self.max_text = max_text
+        #: Rooms one client may be in at once (0: no limit).
+        self.max_rooms = max_rooms
+        self.limiter = RateLimiter(message_rate, message_burst)
         self.rooms = Rooms()
         self.members: dict[str, Member] = {}
         self._joined: dict[str, set[str]] = {}  # conn id -> room names
@@ -83,6 +98,7 @@ class ChatService:
         """A client is gone: it leaves every room."""
         for room in sorted(self._joined.pop(member.conn_id, ())):
             self._remove(member, room)
+        self.limiter.forget(member.conn_id)
         if self.members.pop(member.conn_id, None) is not None:
             self.broker.disconnected(member)
 
@@ -98,6 +114,8 @@ class ChatService:
 
     def handle(self, member: Member, text: str) -> None:
         """Act on one text message from ``member``; bad input gets an ``error`` event."""
+        if self.limiter.enabled and not self._within_rate(member):
+            return
         try:
             command = parse_command(text, max_text=self.max_text)
             if isinstance(command, Say):
@@ -110,6 +128,19 @@ class ChatService:
                 member.send(Outgoing.of({"type": "rooms", "rooms": self.room_list()}))
         except ChatError as error:
             member.send(Outgoing.of(error.to_json()))
+
+    def _within_rate(self, member: Member) -> bool:
+        """Whether a message may be handled; a flood is refused, then closed (1008)."""
+        verdict = self.limiter.check(member.conn_id)
+        if verdict is Verdict.ALLOW:
+            return True
+        if verdict is Verdict.CLOSE:
+            member.close(POLICY_VIOLATION, "message rate limit exceeded")
+        else:
+            per_second = f"{self.limiter.rate:g}"
+            error = ChatError("rate_limited", f"too many messages: at most {per_second} per second, slow down")
+            member.send(Outgoing.of(error.to_json()))
+        return False
 
     def unsupported(self, member: Member) -> None:
         """A binary message: not part of the protocol."""
@@ -141,6 +172,8 @@ class ChatService:
             return  # disconnected meanwhile
         if command.room in rooms:
             raise ChatError("already_joined", "already in this room", command.ref)
+        if self.max_rooms and len(rooms) >= self.max_rooms:
+            raise ChatError("too_many_rooms", f"a client may be in at most {self.max_rooms} rooms", command.ref)
         room = self.rooms.get_or_create(command.room)
         kept = room.joining[member.conn_id] = []
         try:

@@ -56,13 +56,16 @@ def gunicorn_command() -> list[str]:
 
 
 def server_environment(db_path: Path, **overrides: object) -> dict[str, str]:
-    """This environment without any ``CHAT_*`` variable, then the test's settings."""
+    """This environment without any ``CHAT_*`` variable, then the test's settings (no rate limit unless set)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHAT_")}
     env.update(
         PYTHONUNBUFFERED="1",
         CHAT_WS_BIND="127.0.0.1:0",
         CHAT_DB=str(db_path),
         CHAT_SECRET_KEY=secrets.token_hex(32),
+        # Many tests send far faster than a person, on purpose; the rate
+        # limit's own tests (test_chat_limits.py) turn it back on.
+        CHAT_MESSAGE_RATE="0",
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env
