@@ -25,7 +25,12 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Refuse a configuration that would split the rooms between processes."""
+    """Refuse a configuration that would split the rooms between processes, or expose a random key."""
+    from app.config import Settings
+
+    refusal = Settings.from_env().refusal(server.cfg.bind)
+    if refusal:
+        raise SystemExit(f"chat: {refusal}")
     if server.cfg.workers > 1 and not os.environ.get("CHAT_REDIS_URL"):
         raise SystemExit(
             f"chat: {server.cfg.workers} workers would each hold their own rooms; "
@@ -38,6 +43,8 @@ def post_worker_init(worker):
     from app.runtime import start_chat
 
     scheme = "https" if worker.cfg.is_ssl else "http"
+    if worker.cfg.is_ssl:  # gunicorn's own TLS: cookies only over HTTPS, and HSTS
+        worker.wsgi.config["SESSION_COOKIE_SECURE"] = True
     web_urls = []
     for listener in worker.sockets:  # gevent sockets by now, not gunicorn's wrappers
         address = listener.getsockname()

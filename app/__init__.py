@@ -26,15 +26,17 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         PERMANENT_SESSION_LIFETIME=settings.token_ttl,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.secure,
     )
 
     from .chat import build_service
     from .chat.auth import TokenSigner
-    from .web import admin, api, pages
+    from .web import admin, api, pages, security
 
     app.extensions["chat"] = build_service(settings)
     app.extensions["chat_tokens"] = TokenSigner(settings.secret_key, settings.token_ttl)
     pages.init_app(app)
     api.init_app(app)
     admin.init_app(app)
+    security.init_app(app)
     return app

@@ -7,10 +7,11 @@ README lists them all.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 __all__ = ["Settings"]
@@ -57,6 +58,13 @@ class Settings:
     admin_password: str = ""
     #: The bearer token of the push API; empty: no push API (404).
     api_token: str = ""
+    #: A certificate chain and its key (PEM files): ``wss://`` on the WebSocket port.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Browsers reach the web app over HTTPS (gunicorn's own TLS, or a proxy): Secure cookies, HSTS.
+    force_https: bool = False
+    #: Set when ``secret_key`` was made up at start (CHAT_SECRET_KEY unset): development only.
+    random_secret_key: bool = field(default=False, metadata={"env": False})
     #: Redis shared by several workers or hosts (``redis://HOST:PORT/DB``); empty: one process, SQLite.
     redis_url: str = ""
     #: The prefix of every Redis key and channel: chats sharing one Redis must differ.
@@ -66,21 +74,68 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
         """Defaults, then ``CHAT_*`` variables from ``environ``, then ``overrides``."""
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = environ.get("CHAT_" + field.name.upper())
+        for setting in fields(cls):
+            raw = environ.get("CHAT_" + setting.name.upper())
             if raw is None:
                 continue
-            kind = type(field.default)
+            if not setting.metadata.get("env", True):
+                continue
+            kind: Any = type(setting.default)
+            if kind is bool:
+                values[setting.name] = _flag(setting.name, raw)
+                continue
             try:
-                values[field.name] = kind(raw) if kind in (int, float) else raw
+                values[setting.name] = kind(raw) if kind in (int, float) else raw
             except ValueError:
-                raise ValueError(f"CHAT_{field.name.upper()} must be a number, got {raw!r}") from None
+                raise ValueError(f"CHAT_{setting.name.upper()} must be a number, got {raw!r}") from None
         settings = cls(**values)
         if not settings.secret_key and "secret_key" not in overrides:
-            settings = replace(settings, secret_key=secrets.token_hex(32))
+            settings = replace(settings, secret_key=secrets.token_hex(32), random_secret_key=True)
         return replace(settings, **overrides)
+
+    def refusal(self, http_binds: Iterable[str]) -> str | None:
+        """Why this configuration must not start, or None.
+
+        A random secret key is for development only: it changes at every
+        start (every session ends) and differs between workers, so it is
+        refused once the chat listens beyond loopback or shares rooms through
+        Redis.
+        """
+        if not self.random_secret_key:
+            return None
+        exposed = [bind for bind in (*http_binds, self.ws_bind) if not _loopback(bind)]
+        if exposed or self.redis_url:
+            where = f"it listens on {', '.join(exposed)}" if exposed else "workers share rooms through Redis"
+            return f"set CHAT_SECRET_KEY (a long random string, the same for every worker and host): {where}"
+        return None
+
+    @property
+    def secure(self) -> bool:
+        """Whether browsers reach the chat over TLS: cookies are then ``Secure``, pages send HSTS."""
+        return bool(self.tls_cert) or self.ws_public_url.startswith("wss://") or self.force_https
 
     @property
     def origins(self) -> frozenset[str]:
         """The configured allowed origins, without trailing slashes."""
         return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
+
+
+TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in TRUE or value in FALSE:
+        return value in TRUE
+    raise ValueError(f"CHAT_{name.upper()} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _loopback(bind: str) -> bool:
+    """Whether a ``HOST:PORT`` (or ``unix:PATH``) bind is reachable from this machine only."""
+    if bind.startswith("unix:"):
+        return True
+    host = bind.rpartition(":")[0].strip("[]") if ":" in bind else bind
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

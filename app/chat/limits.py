@@ -30,7 +30,7 @@ class Verdict(enum.Enum):
 
 
 class RateLimiter:
-    """Message rates by connection id; ``rate <= 0`` turns limiting off."""
+    """Rates by key (a connection id, an address); ``rate <= 0`` turns limiting off."""
 
     #: Seconds between sweeps of the entries whose time has passed.
     SWEEP_EVERY = 1.0
@@ -64,6 +64,13 @@ class RateLimiter:
             return Verdict.ALLOW
         refused = self._refused[conn_id] = self._refused.get(conn_id, 0) + 1
         return Verdict.CLOSE if refused > self.burst else Verdict.REFUSE
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may pass again (0: now), without counting anything."""
+        due = self._due.get(key)
+        if due is None or self.rate <= 0:
+            return 0.0
+        return max(0.0, due - self._clock() - self._slack)
 
     def forget(self, conn_id: str) -> None:
         self._due.pop(conn_id, None)

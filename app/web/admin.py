@@ -31,6 +31,7 @@ from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, rende
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
+from app.chat.limits import RateLimiter
 from app.chat.protocol import valid_nick, valid_room
 from app.chat.service import ChatService
 
@@ -48,6 +49,9 @@ ADMIN_USER = "admin"
 CHALLENGE = 'Basic realm="chat admin"'
 #: Seconds a wrong password waits before its answer: friction for guessing.
 FAILED_LOGIN_DELAY = 0.5
+#: Wrong passwords an address may try at once, then one per FAILURE_INTERVAL seconds (429 meanwhile).
+FAILURE_BURST = 5
+FAILURE_INTERVAL = 12.0
 #: The longest ban, in seconds (a year).
 MAX_BAN_SECONDS = 365 * 24 * 3600
 KICK_REASON = "disconnected by an admin"
@@ -135,8 +139,34 @@ def _cross_site() -> bool:
 
 
 def _slow_down() -> None:
+    """A wrong password: count it against the address, and answer late."""
     log.warning("admin: wrong password from %s", request.remote_addr)
+    _failures().check(request.remote_addr or "")
     gevent.sleep(FAILED_LOGIN_DELAY)
+
+
+def _failures() -> RateLimiter:
+    """Wrong passwords per remote address: a few at once, then one per :data:`FAILURE_INTERVAL`."""
+    limiter = current_app.extensions.get("admin_failures")
+    if limiter is None:
+        limiter = current_app.extensions["admin_failures"] = RateLimiter(1 / FAILURE_INTERVAL, FAILURE_BURST)
+    return limiter
+
+
+def _locked_out() -> ResponseReturnValue | None:
+    """429 while this address has used up its wrong passwords (checked before the password is)."""
+    wait = _failures().wait(request.remote_addr or "")
+    if wait <= 0:
+        return None
+    retry = {"Retry-After": str(int(wait) + 1)}
+    if request.blueprint == "admin.api":
+        return (
+            jsonify(error="too_many_attempts", message="too many wrong passwords from this address; wait"),
+            429,
+            retry,
+        )
+    message = "Too many wrong passwords from this address. Wait a minute and try again.\n"
+    return message, 429, {**retry, "Content-Type": "text/plain; charset=utf-8"}
 
 
 # -- the whole tree ---------------------------------------------------------------------------------------------------
@@ -193,6 +223,9 @@ def login() -> ResponseReturnValue:
         return redirect(url_for(".index")) if _session_is_admin() else _login_form()
     if not _csrf_ok(request.form.get("csrf_token")):
         return _login_form("The form had expired. Please try again.", 403)
+    locked = _locked_out()
+    if locked is not None:
+        return locked
     if not _same(request.form.get("password", ""), _password()):
         _slow_down()
         return _login_form("Wrong password.", 401)
@@ -227,6 +260,10 @@ def _unauthorized(message: str) -> ResponseReturnValue:
 @api.before_request
 def _authenticate() -> ResponseReturnValue | None:
     """Basic credentials, or the admin session plus its CSRF token for state changes."""
+    if request.authorization is not None:
+        locked = _locked_out()
+        if locked is not None:
+            return locked
     basic = _basic_credentials()
     if basic is False:
         _slow_down()
