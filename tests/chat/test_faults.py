@@ -1,0 +1,173 @@
+"""Faults against the real server: clients that vanish, go silent or flood; a SIGTERM under load.
+
+Each test checks two things: everyone else goes on being served, and nothing
+is kept for the clients that are gone (the admin's client count returns to
+what it was, and the worker's memory does not grow with each round).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from websockets.sync.client import ClientConnection
+
+from ..conftest import scaled
+from .conftest import (
+    ChatServer,
+    RawClient,
+    connect,
+    fresh_nick,
+    fresh_room,
+    get_json,
+    handshake_request,
+    http_request,
+    is_presence,
+    join,
+    recv_until,
+    say,
+    send_json,
+    session,
+)
+
+StartChat = Callable[..., ChatServer]
+PASSWORD = "fault-tests-admin"
+
+
+def connected_clients(chat: ChatServer) -> int:
+    credentials = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+    status, body, _ = http_request(chat.http + "/admin/api/rooms", headers={"Authorization": f"Basic {credentials}"})
+    assert status == 200, body
+    return int(body["totals"]["clients"])
+
+
+def wait_for_clients(chat: ChatServer, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (now := connected_clients(chat)) != count:
+        assert time.monotonic() < deadline, f"{now} clients connected, expected {count}"
+        time.sleep(0.1)
+
+
+def worker_rss(chat: ChatServer) -> int:
+    """The worker's resident memory in bytes."""
+    for line in Path(f"/proc/{chat.worker_pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with a reset (SO_LINGER 0), as a crashed client's kernel would."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def vanish_round(chat: ChatServer, urls: list[str], count: int) -> None:
+    """``count`` clients each vanish at another point: mid-handshake, mid-frame, mid-message."""
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
+        kind = i % 4
+        if kind == 0:  # half a request head, then gone
+            sock.sendall(handshake_request("/ws")[:40])
+        elif kind == 1:  # a whole head without the blank line
+            sock.sendall(handshake_request("/ws")[:-2])
+        else:
+            url = urls[i % len(urls)]
+            sock.close()
+            raw = RawClient.open(url)
+            sock = raw.sock
+            if kind == 2:  # two bytes of a frame header
+                sock.sendall(b"\x81\xfe")
+            else:  # a frame announcing 60 KB that sends 10
+                sock.sendall(b"\x81\xfe" + struct.pack("!H", 60_000) + b"\x00" * 4 + b"x" * 10)
+        (abort if i % 2 else socket.socket.close)(sock)
+
+
+def test_clients_vanishing_mid_handshake_and_mid_frame_are_freed(start_chat: StartChat, tmp_path: Path) -> None:
+    chat = start_chat(tmp_path, CHAT_ADMIN_PASSWORD=PASSWORD)
+    room = fresh_room()
+    ws, _ = connect(chat, fresh_nick("steady"))
+    with ws:
+        join(ws, room)
+        urls = [session(chat, fresh_nick("ghost"))["ws_url"] for _ in range(8)]
+        vanish_round(chat, urls, 200)  # warm up: allocator pools, caches
+        wait_for_clients(chat, 1, scaled(15))
+        before = worker_rss(chat)
+        for _ in range(3):
+            vanish_round(chat, urls, 200)
+            assert say(ws, room, "still served")["text"] == "still served"
+        wait_for_clients(chat, 1, scaled(15))
+        growth = worker_rss(chat) - before
+    assert growth < 2 * 1024 * 1024, f"the worker grew by {growth} bytes over 600 vanished clients"
+
+
+def test_a_silent_client_is_found_by_keepalive_and_its_rooms_told(start_chat: StartChat, tmp_path: Path) -> None:
+    chat = start_chat(tmp_path, CHAT_ADMIN_PASSWORD=PASSWORD, CHAT_PING_INTERVAL=0.5, CHAT_PING_TIMEOUT=0.5)
+    room, ghost = fresh_room(), fresh_nick("ghost")
+    watcher, _ = connect(chat, fresh_nick("watcher"))  # websockets answers pings by itself
+    with watcher:
+        join(watcher, room)
+        raw = RawClient.open(session(chat, ghost)["ws_url"])
+        raw.send_json({"type": "join", "room": room})
+        recv_until(watcher, is_presence(room, ghost, "join"))
+        # From now on the raw client neither reads nor answers: to the server
+        # it is a peer whose host went away without a FIN or a reset.
+        left = recv_until(watcher, is_presence(room, ghost, "leave"), timeout=scaled(10))
+        assert left["count"] == 1
+        wait_for_clients(chat, 1, scaled(5))
+        raw.close()
+
+
+def test_sigterm_under_heavy_traffic_loses_no_acknowledged_message(start_chat: StartChat, tmp_path: Path) -> None:
+    first = start_chat(tmp_path)
+    room = fresh_room("busy")
+    acked: list[dict] = []
+    lock = threading.Lock()
+    senders = [connect(first, fresh_nick(f"s{i}"))[0] for i in range(4)]
+    for ws in senders:
+        join(ws, room)
+
+    def blast(ws: ClientConnection, name: str) -> None:
+        sent = 0
+        try:
+            while True:
+                for _ in range(20):  # keep 20 in flight
+                    send_json(ws, {"type": "say", "room": room, "text": f"{name} {sent}", "ref": f"{name}-{sent}"})
+                    sent += 1
+                for _ in range(20):
+                    reply = json.loads(ws.recv(timeout=scaled(10)))
+                    while reply.get("type") != "message" or not str(reply.get("ref", "")).startswith(name):
+                        reply = json.loads(ws.recv(timeout=scaled(10)))
+                    with lock:
+                        acked.append(reply)
+        except Exception:  # the server went away: that is the point
+            return
+
+    threads = [threading.Thread(target=blast, args=(ws, f"s{i}")) for i, ws in enumerate(senders)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    first.stop()  # SIGTERM, mid-blast
+    for thread in threads:
+        thread.join(timeout=scaled(20))
+    for ws in senders:
+        ws.close()
+    assert len(acked) > 100, "the blast was heavy"
+
+    second = start_chat(tmp_path, db_path=first.db_path)
+    status, body = get_json(second, f"/api/rooms/{room}/messages?since=0&limit=1000")
+    assert status == 200, body
+    stored = {m["id"]: m["text"] for m in body["messages"]}
+    last = body["messages"][-1]["id"] if body["messages"] else 0
+    while len(body["messages"]) == 1000:
+        status, body = get_json(second, f"/api/rooms/{room}/messages?since={last}&limit=1000")
+        stored.update({m["id"]: m["text"] for m in body["messages"]})
+        last = body["messages"][-1]["id"] if body["messages"] else last
+    lost = [ack for ack in acked if stored.get(ack["id"]) != ack["text"]]
+    assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:3]}"
