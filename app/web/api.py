@@ -15,6 +15,8 @@ from app.chat.history import HistoryError
 from app.chat.protocol import ChatError, valid_nick, valid_room
 from app.chat.service import ChatService
 
+from .sessions import ws_base
+
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_HISTORY_PAGE = 1000
@@ -30,15 +32,8 @@ def chat() -> ChatService:
 
 
 def ws_url(token: str) -> str:
-    """Where this client connects: the configured or bound URL, on the host the browser used."""
-    base = current_app.config.get("CHAT_WS_URL") or current_app.config["CHAT_SETTINGS"].ws_public_url
-    if not base:
-        bind = current_app.config["CHAT_SETTINGS"].ws_bind
-        base = f"ws://{bind}/ws"
-    for wildcard in ("0.0.0.0", "[::]"):
-        if f"//{wildcard}:" in base:
-            base = base.replace(wildcard, request.host.rsplit(":", 1)[0], 1)
-    return f"{base}?token={quote(token)}"
+    """Where this client connects, with its token."""
+    return f"{ws_base()}?token={quote(token)}"
 
 
 @bp.post("/session")

@@ -16,35 +16,17 @@ from flask.typing import ResponseReturnValue
 
 from app.chat.protocol import valid_room
 
+from .sessions import ws_base
+
 __all__ = ["content_security_policy", "init_app", "ws_origin"]
 
 bp = Blueprint("pages", __name__)
 
-#: Bind addresses that mean "every interface": the browser reaches them by the host it used.
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
-
 
 def ws_origin() -> str:
-    """The WebSocket server's origin (scheme, host, port) as this request's browser reaches it.
-
-    From the URL the running server bound (``CHAT_WS_URL``), else
-    ``CHAT_WS_PUBLIC_URL``, else ``CHAT_WS_BIND``; a wildcard host becomes the
-    host of this request, as ``POST /api/session`` does for ``ws_url``.
-    """
-    settings = current_app.config["CHAT_SETTINGS"]
-    base = current_app.config.get("CHAT_WS_URL") or settings.ws_public_url or f"ws://{settings.ws_bind}/ws"
-    parts = urlsplit(base)
-    scheme = parts.scheme if parts.scheme in ("ws", "wss") else "ws"
-    host = parts.hostname or ""
-    if host in WILDCARD_HOSTS:
-        host = urlsplit(f"//{request.host}").hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
+    """The WebSocket server's origin (scheme, host, port) as this request's browser reaches it."""
+    parts = urlsplit(ws_base())
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def content_security_policy() -> str:

@@ -10,13 +10,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 
-from flask import Flask
+from flask import Flask, current_app, request
 from itsdangerous import BadSignature
 
 from app.chat.auth import Identity, TokenSigner
 from app.ws import Request
 
-__all__ = ["websocket_authenticator"]
+__all__ = ["websocket_authenticator", "ws_base"]
+
+#: Bind addresses that mean "every interface": the browser reaches them by the host it used.
+WILDCARD_HOSTS = ("0.0.0.0", "[::]")
+
+
+def ws_base() -> str:
+    """The WebSocket endpoint's URL (no query) as the browser of this request reaches it.
+
+    ``CHAT_WS_PUBLIC_URL`` when set: a full URL, or a path such as ``/ws``
+    meaning this page's own host behind a proxy (``wss`` when the page came
+    over HTTPS, as the proxy's ``X-Forwarded-Proto`` says). Else the URL the
+    WebSocket server bound, a wildcard address replaced by the host the
+    browser used.
+    """
+    settings = current_app.config["CHAT_SETTINGS"]
+    public = settings.ws_public_url
+    if public.startswith("/"):
+        scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+        return f"{'wss' if scheme == 'https' else 'ws'}://{request.host}{public}"
+    base = public or current_app.config.get("CHAT_WS_URL") or f"ws://{settings.ws_bind}/ws"
+    for wildcard in WILDCARD_HOSTS:
+        if f"//{wildcard}:" in base:
+            base = base.replace(wildcard, request.host.rsplit(":", 1)[0], 1)
+    return base
 
 
 def websocket_authenticator(app: Flask) -> Callable[[Request], Identity | None]:
