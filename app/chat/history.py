@@ -1,18 +1,48 @@
-"""Durable message history in SQLite, written by group commit, off the gevent hub.
+"""Durable message history in SQLite, written by group commit.
 
 Theory of operation
 -------------------
 :meth:`SQLiteHistory.submit` gives a message the next id of its room at once,
-in memory, and queues it. One *flusher* greenlet takes everything queued (up
-to ``batch_size``) as a batch and writes it in one transaction
-(``BEGIN IMMEDIATE``, ``executemany(INSERT)``, ``COMMIT``) on a real OS thread
-of a one-thread :class:`gevent.threadpool.ThreadPool`, so disk I/O and fsync
-never block the hub; while a batch is written, new submissions gather into the
-next one, which is what amortizes the commit. Only one batch is in flight at a
-time, so commit order is id order. Once the commit returned, the flusher calls
-each message's ``on_stored`` in submission order, hence in id order within a
-room; a message is acknowledged only after it is on disk, so a caller that
+in memory, and queues it. One *flusher* greenlet, woken once per turn of the
+event loop, takes everything queued (up to ``batch_size``) as a batch and
+writes it in one transaction (``BEGIN IMMEDIATE``, ``executemany(INSERT)``,
+``COMMIT``). Only one batch is in flight at a time, so commit order is id
+order. Once the commit returned, the flusher calls each message's
+``on_stored`` in submission order, hence in id order within a room; a message
+is acknowledged only after its ``COMMIT`` returned, so a caller that
 broadcasts from ``on_stored`` never shows a message that could be lost.
+
+Where the commit runs depends on whether it could fsync or wait:
+
+- With ``synchronous=NORMAL`` a WAL commit appends to the WAL and does not
+  fsync: tens of µs of CPU (10 to 20 µs a row). So a batch of at most
+  ``inline_rows`` messages is committed **inline**, in the flusher greenlet
+  on the hub. That spares what a thread costs before any message of the
+  batch can be broadcast: the hand-off, the GIL hand-overs (each up to the
+  5 ms switch interval while the hub is busy) and the wake-up of the hub.
+  A burst that arrives in one loop turn is still one transaction.
+- On a real OS thread of a one-thread :class:`gevent.threadpool.ThreadPool`
+  (the *writer thread*), so the hub never waits: every commit with
+  ``synchronous=FULL`` (each fsyncs the WAL; SQLite checkpoints there on its
+  own, as usual); a batch above ``inline_rows`` rows (a backlog); a batch
+  that found the write lock taken by another connection (the inline attempt
+  never waits for a lock; the thread waits up to :data:`BUSY_TIMEOUT`); and
+  the commit that restarts the WAL, below.
+
+Checkpoints, with ``synchronous=NORMAL``, never run on the hub: SQLite's
+automatic checkpoint is off on the writer's connection. After every
+``checkpoint_rows`` committed rows a *checkpointer* thread with its own
+connection copies the WAL into the database (``wal_checkpoint(PASSIVE)``,
+which fsyncs both files) while inline commits go on. Meanwhile a read
+transaction held on a fourth connection (the *pin*) keeps the WAL from being
+restarted: a commit that starts a fresh WAL fsyncs its header, and must not
+be an inline one. Once the checkpointer is done (after up to
+:data:`CHECKPOINT_PASSES` passes, each catching up on the commits made
+during the one before), the flusher releases the pin (no I/O) and sends the
+next batch to the writer thread, which copies the few frames left and
+commits; that commit restarts the WAL, fsync included, off the hub. So the
+WAL stays about ``checkpoint_rows`` pages long, and the hub never waits for
+the disk.
 
 Reads (:meth:`~SQLiteHistory.recent`, :meth:`~SQLiteHistory.since`) run on a
 second one-thread pool with their own connection; in WAL mode they neither
@@ -38,7 +68,9 @@ given are taken back: each affected room's last id is reset to its committed
 increasing, and a failed id may be given again to a later message. Messages
 already queued behind the failed batch *in the same rooms* fail as well (their
 ids follow the ones taken back); other rooms are unaffected, and the flusher
-goes on serving later batches.
+goes on serving later batches. The same holds inline and on the writer thread.
+A failed checkpoint is logged and tried again ``checkpoint_rows`` rows later;
+it never fails a message.
 
 Backpressure: when ``max_pending`` messages wait for a batch, ``submit()``
 blocks the calling greenlet (never the hub) until the flusher takes some.
@@ -56,7 +88,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
@@ -70,6 +102,14 @@ TAIL_SIZE = 50
 TAIL_ROOMS = 1024
 #: Seconds a write waits for a lock held by another connection before failing.
 BUSY_TIMEOUT = 5.0
+#: With synchronous=NORMAL: the largest batch committed inline, on the hub (10 to 20 µs a row).
+INLINE_ROWS = 256
+#: With synchronous=NORMAL: rows committed between checkpoints (about a page each in the WAL).
+CHECKPOINT_ROWS = 10_000
+#: Checkpoint passes while inline commits go on; each catches up on the frames added during the last.
+CHECKPOINT_PASSES = 3
+#: Frames left to copy that make another concurrent pass not worth it.
+CHECKPOINT_LEFT = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -88,6 +128,9 @@ SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDE
 SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
 SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
+#: Any read: it starts the pin's read transaction (see the module docstring).
+PIN_READ = "SELECT 1 FROM messages LIMIT 1"
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 Row = tuple[str, int, str, str, int, str | None]
 
@@ -156,6 +199,16 @@ class _Failure:
     committed: dict[str, int]
 
 
+class _Locked(enum.Enum):
+    """An inline commit found the write lock taken by another connection, and did not wait."""
+
+    LOCKED = "locked"
+
+
+#: (busy, frames in the WAL, frames copied) of the checkpointer's last pass, or what failed.
+_Checkpointed = tuple[int, int, int] | sqlite3.Error
+
+
 class SQLiteHistory:
     """Message history of every room in one SQLite file; see the module docstring.
 
@@ -168,6 +221,11 @@ class SQLiteHistory:
 
     #: Storing does not deliver: the service publishes once ``on_stored`` ran.
     publishes = False
+
+    #: With synchronous=NORMAL: the largest batch committed inline, on the hub.
+    inline_rows = INLINE_ROWS
+    #: With synchronous=NORMAL: rows committed between checkpoints.
+    checkpoint_rows = CHECKPOINT_ROWS
 
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", max_pending: int = 10_000, batch_size: int = 500
@@ -201,6 +259,15 @@ class SQLiteHistory:
         self._writer_pool: ThreadPool | None = None
         self._reader_pool: ThreadPool | None = None
         self._flusher: gevent.Greenlet | None = None
+        # Checkpoints by the history itself, with synchronous=NORMAL only.
+        self._inline = self.synchronous == "NORMAL"
+        self._checkpointer: sqlite3.Connection | None = None
+        self._pin: sqlite3.Connection | None = None
+        self._checkpoint_pool: ThreadPool | None = None
+        self._checkpointing: AsyncResult | None = None  # the checkpointer's passes, running or done
+        self._rows_since_checkpoint = 0
+        #: The next commit may restart the WAL (fsync), so it goes to the writer thread.
+        self._restart_due = True
 
     @property
     def reads(self) -> int:
@@ -218,19 +285,30 @@ class SQLiteHistory:
         """Open (creating if needed) the database, load each room's last id, start the flusher."""
         if self._state is not _State.NEW:
             raise RuntimeError(f"open() on a history that is {self._state.value}")
-        writer_pool, reader_pool = ThreadPool(1), ThreadPool(1)
-        writer: sqlite3.Connection | None = None
+        pools = [ThreadPool(1), ThreadPool(1)]
+        if self._inline:
+            pools.append(ThreadPool(1))
+        opened: list[tuple[ThreadPool, sqlite3.Connection]] = []
         try:
-            writer, last_ids = writer_pool.apply(_open_writer, (self.path, self.synchronous))
-            reader = reader_pool.apply(_connect, (self.path,))
+            writer, last_ids = pools[0].apply(_open_writer, (self.path, self.synchronous))
+            opened.append((pools[0], writer))
+            reader = pools[1].apply(_connect, (self.path,))
+            opened.append((pools[1], reader))
+            if self._inline:
+                checkpointer = pools[2].apply(_connect, (self.path, self.synchronous))
+                opened.append((pools[2], checkpointer))
+                pin = pools[2].apply(_connect, (self.path,))
+                opened.append((pools[2], pin))
+                self._checkpointer, self._pin, self._checkpoint_pool = checkpointer, pin, pools[2]
         except (sqlite3.Error, OSError) as exc:
-            if writer is not None:
-                writer_pool.apply(writer.close)
-            writer_pool.kill()
-            reader_pool.kill()
+            for pool, conn in opened:
+                pool.apply(conn.close)
+            for pool in pools:
+                pool.kill()
+            self._checkpointer = self._pin = self._checkpoint_pool = None
             raise HistoryError(f"cannot open history {self.path}: {exc}") from exc
         self._writer, self._reader = writer, reader
-        self._writer_pool, self._reader_pool = writer_pool, reader_pool
+        self._writer_pool, self._reader_pool = pools[0], pools[1]
         self._last_ids = last_ids
         self._acked = dict(last_ids)
         self._state = _State.OPEN
@@ -258,13 +336,19 @@ class SQLiteHistory:
             # fails on the closed connection and its callbacks are told.
             self._stopping = True
             self._queued.set()
-            for pool, conn in ((self._writer_pool, self._writer), (self._reader_pool, self._reader)):
-                assert pool is not None and conn is not None
+            # The writer last: the last connection closed checkpoints the WAL and removes it.
+            closing = [(self._checkpoint_pool, self._pin), (self._checkpoint_pool, self._checkpointer)]
+            closing += [(self._reader_pool, self._reader), (self._writer_pool, self._writer)]
+            for pool, conn in closing:
+                if pool is None or conn is None:
+                    continue  # no checkpointer with synchronous=FULL
                 try:
-                    pool.apply(conn.close)
+                    pool.apply(conn.close)  # after a checkpoint still running, if any
                 except sqlite3.Error:
                     log.exception("closing the history database failed")
-                pool.kill()
+            for pool in (self._checkpoint_pool, self._reader_pool, self._writer_pool):
+                if pool is not None:
+                    pool.kill()
             self._state = _State.CLOSED
             self._closed.set()
 
@@ -370,10 +454,9 @@ class SQLiteHistory:
                 self._slots.release()
 
     def _store(self, batch: list[_Pending]) -> None:
-        assert self._writer_pool is not None
         rows = [pending.message.row() for pending in batch]
         try:
-            failure = self._writer_pool.apply(_write_batch, (self._writer, rows))
+            failure = self._commit(rows)
         except Exception as exc:  # a bug below, not an SQLite error: the rows' fate is unknown
             log.exception("writing a history batch failed unexpectedly")
             failure = _Failure(exc, {})
@@ -385,6 +468,63 @@ class SQLiteHistory:
                 self._remember(message)
         else:
             self._fail(batch, failure)
+
+    def _commit(self, rows: list[Row]) -> _Failure | None:
+        """Commit the rows inline when that can neither fsync nor wait, else on the writer thread."""
+        assert self._writer_pool is not None and self._writer is not None
+        if not self._inline:
+            failure: _Failure | None = self._writer_pool.apply(_write_batch, (self._writer, rows))
+            return failure
+        checkpointing = self._checkpointing
+        if checkpointing is not None and checkpointing.ready():
+            self._checkpointing = None
+            self._report_checkpoint(checkpointing.get())
+            self._release_pin()
+            self._restart_due = True
+        if not self._restart_due and len(rows) <= self.inline_rows:
+            outcome = _write_inline(self._writer, rows)
+            if outcome is not _Locked.LOCKED:
+                self._committed(len(rows), outcome)
+                return outcome
+        # Restarting the WAL (fsync), a large batch, or another connection holds
+        # the write lock: on the writer thread, which may wait.
+        restart = self._restart_due
+        error, failure = self._writer_pool.apply(_write_batch_waiting, (self._writer, rows, restart))
+        if error is not None:
+            log.error("checkpointing the history before a commit failed: %s", error)
+        if restart and failure is None:
+            self._restart_due = False
+        self._committed(len(rows), failure)
+        return failure
+
+    def _committed(self, rows: int, failure: _Failure | None) -> None:
+        """Count the rows toward the next checkpoint; start it when they are enough."""
+        if failure is not None:
+            return
+        self._rows_since_checkpoint += rows
+        if (
+            self._rows_since_checkpoint >= self.checkpoint_rows
+            and self._checkpointing is None
+            and not self._restart_due
+        ):
+            assert self._checkpoint_pool is not None
+            self._rows_since_checkpoint = 0
+            self._checkpointing = self._checkpoint_pool.spawn(_checkpoint, self._checkpointer, self._pin)
+
+    def _release_pin(self) -> None:
+        """End the pin's read transaction: no I/O, so on the hub; the WAL may restart from now on."""
+        assert self._pin is not None
+        try:
+            if self._pin.in_transaction:
+                self._pin.execute("COMMIT")
+        except sqlite3.Error as exc:  # then the WAL does not restart this time: it grows on
+            log.error("releasing the history's pin failed: %s", exc)
+
+    def _report_checkpoint(self, result: _Checkpointed) -> None:
+        if isinstance(result, sqlite3.Error):
+            log.error("checkpointing the history failed: %s", result)
+        else:
+            log.debug("history checkpoint: %d of %d WAL frames copied", result[2], result[1])
 
     def _fail(self, batch: list[_Pending], failure: _Failure) -> None:
         log.error("storing %d messages failed: %s", len(batch), failure.error)
@@ -473,6 +613,10 @@ class SQLiteHistory:
         """The rooms that have history (ids given), sorted."""
         return sorted(self._last_ids)
 
+    def check(self) -> None:
+        """A read round trip to the database (for readiness); :class:`HistoryError` if it fails."""
+        self._read("SELECT 1", ())
+
     def _read(self, sql: str, params: Sequence[Any]) -> list[Row]:
         self._check_open()
         self._reads += 1
@@ -495,20 +639,31 @@ def _notify(pending: _Pending, result: StoredMessage | HistoryError) -> None:
 # -- run on the pools' OS threads ---------------------------------------------
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect(path: str, synchronous: str | None = None, timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit. Each connection is used by
-    # one pool of one thread, so by one thread at a time.
-    return sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    # one thread at a time: its pool's, or the hub's for inline commits.
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    if synchronous is not None:
+        try:
+            conn.execute(f"PRAGMA synchronous={synchronous}")  # one of SYNCHRONOUS_MODES, checked
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[str, int]]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = _connect(path)
+    inline = synchronous == "NORMAL"
+    # Inline commits never wait for a lock: the thread path sets a busy timeout for itself.
+    conn = _connect(path, timeout=0 if inline else BUSY_TIMEOUT)
     try:
         (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot use WAL mode (journal_mode is {mode})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # one of SYNCHRONOUS_MODES, checked
+        if inline:
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off the hub
         conn.execute(SCHEMA)
         last_ids = {room: last for room, last in conn.execute(SELECT_LAST_IDS)}
     except BaseException:
@@ -521,20 +676,104 @@ def _write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:
     """Commit the rows in one transaction; on failure, roll back and re-read the rooms' last ids."""
     try:
         conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return _rolled_back(conn, rows, exc)
+    return _insert_and_commit(conn, rows)
+
+
+def _try_write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | _Locked | None:
+    """:func:`_write_batch` that does not wait (the connection's busy timeout is 0): LOCKED if it would."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            return _Locked.LOCKED
+        return _rolled_back(conn, rows, exc)
+    return _insert_and_commit(conn, rows)
+
+
+def _write_inline(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | _Locked | None:
+    """On the hub: :func:`_try_write_batch`, which there neither waits nor fsyncs (see the module docstring)."""
+    return _try_write_batch(conn, rows)
+
+
+def _insert_and_commit(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:
+    try:
         conn.executemany(INSERT, rows)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        committed: dict[str, int] = {}
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for room in {row[0] for row in rows}:
-                (last,) = conn.execute(SELECT_LAST_ID, (room,)).fetchone()
-                committed[room] = last or 0
-        except sqlite3.Error:
-            committed = {}
-        return _Failure(exc, committed)
+        return _rolled_back(conn, rows, exc)
     return None
+
+
+def _rolled_back(conn: sqlite3.Connection, rows: list[Row], error: sqlite3.Error) -> _Failure:
+    committed: dict[str, int] = {}
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for room in {row[0] for row in rows}:
+            (last,) = conn.execute(SELECT_LAST_ID, (room,)).fetchone()
+            committed[room] = last or 0
+    except sqlite3.Error:
+        committed = {}
+    return _Failure(error, committed)
+
+
+def _write_batch_waiting(
+    conn: sqlite3.Connection, rows: list[Row], restart: bool
+) -> tuple[sqlite3.Error | None, _Failure | None]:
+    """On the writer thread, with synchronous=NORMAL: :func:`_write_batch`, waiting for the lock if need be.
+
+    With ``restart`` (the pin released), first copy what is left of the WAL,
+    so that this commit starts a fresh one (and fsyncs its header here, not on
+    the hub). Returns what failed in that, and the batch's fate.
+    """
+    error: sqlite3.Error | None = None
+    if restart:
+        try:
+            conn.execute(CHECKPOINT).fetchall()
+        except sqlite3.Error as exc:
+            error = exc
+    outcome = _try_write_batch(conn, rows)
+    if outcome is not _Locked.LOCKED:
+        return error, outcome
+    try:
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    except sqlite3.Error as exc:
+        return error, _Failure(exc, {})
+    try:
+        return error, _write_batch(conn, rows)
+    finally:
+        try:
+            conn.execute("PRAGMA busy_timeout=0")
+        except sqlite3.Error:
+            pass  # then the next inline commit may wait for a lock, on the hub; never seen
+
+
+def _checkpoint(checkpointer: sqlite3.Connection, pin: sqlite3.Connection) -> _Checkpointed:
+    """On the checkpointer's thread: copy the WAL into the database while inline commits go on.
+
+    Each pass first (re)starts the pin's read transaction at the WAL's end:
+    the checkpoint copies up to there, and the WAL cannot restart while the pin
+    holds it, so no inline commit ever restarts it (and fsyncs). Re-pinning is
+    safe since frames are left to copy: a WAL with frames left never restarts.
+    The pin stays held when this returns, until the flusher has seen the result
+    and sent the next commit to the writer thread.
+    """
+    try:
+        result = (0, 0, 0)
+        for _ in range(CHECKPOINT_PASSES):
+            if pin.in_transaction:
+                pin.execute("COMMIT")
+            pin.execute("BEGIN")
+            pin.execute(PIN_READ).fetchall()
+            busy, frames, copied = checkpointer.execute(CHECKPOINT).fetchone()
+            result = (busy, frames, copied)
+            if frames - copied <= CHECKPOINT_LEFT:
+                break
+        return result
+    except sqlite3.Error as exc:
+        return exc
 
 
 def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:

@@ -147,11 +147,13 @@ class ChatServer:
         """Open the history, start accepting, start the keepalive."""
         self.service.start()
         self.ws_server.start()
+        self.service.accepting = True
         self._keepalive = gevent.spawn(self._keepalive_loop)
         log.warning("chat: WebSocket server listening on %s", self.url)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every client with 1001, then commit the history."""
+        self.service.accepting = False
         self.ws_server.stream_server.close()
         if self._keepalive is not None:
             self._keepalive.kill()

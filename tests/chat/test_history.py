@@ -9,14 +9,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
 
+from app.chat import history as history_module
 from app.chat.history import HistoryError, SQLiteHistory, StoredMessage
 from tests.conftest import scaled
 
@@ -633,3 +636,227 @@ def test_a_submitter_blocked_by_a_full_queue_gets_history_error_when_closed(db_p
     assert closing.successful()
     assert [m.text for m in done.stored] == ["in flight", "queued"]
     assert rows_on_disk(db_path, "lobby") == [1, 2]
+
+
+# -- where commits run, and checkpoints --------------------------------------------------
+
+
+class Commits:
+    """Wraps the module's commit functions: which ran where, and whether each restarted the WAL."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, wal_path: str) -> None:
+        self.hub = threading.get_ident()
+        self.wal_path = wal_path
+        #: ("inline" | "thread", restarted the WAL, rows)
+        self.calls: list[tuple[str, bool, int]] = []
+        for name, path in (("_write_inline", "inline"), ("_write_batch_waiting", "thread")):
+            monkeypatch.setattr(history_module, name, self._wrap(getattr(history_module, name), path))
+
+    def _wrap(self, commit: Callable[..., Any], path: str) -> Callable[..., Any]:
+        def recorded(conn: sqlite3.Connection, rows: list[Any], *args: Any) -> Any:
+            before = self.wal_header()
+            result = commit(conn, rows, *args)
+            on_hub = threading.get_ident() == self.hub
+            assert on_hub == (path == "inline")
+            self.calls.append((path, self.wal_header() != before, len(rows)))
+            return result
+
+        return recorded
+
+    def wal_header(self) -> bytes:
+        """Checkpoint sequence and salts: a new WAL (a restart, with its fsync) has new ones."""
+        try:
+            with open(self.wal_path, "rb") as wal:
+                return wal.read(32)[12:24]
+        except FileNotFoundError:
+            return b""
+
+    def paths(self) -> list[str]:
+        return [path for path, _, _ in self.calls]
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch, db_path: str) -> Commits:
+    return Commits(monkeypatch, db_path + "-wal")
+
+
+def submit_in_bursts(store: SQLiteHistory, bursts: int, each: int, on_stored: Recorder, pause: float = 0) -> None:
+    """``bursts`` times ``each`` messages in 10 rooms, each burst one batch, ``pause`` s apart.
+
+    A pause lets the hub wait for I/O, and so give the GIL to the history's
+    threads: a hub that never waits keeps it for up to the switch interval.
+    """
+    for burst in range(bursts):
+        for i in range(each):
+            store.submit(f"room{i % 10}", "ann", f"m{burst}-{i}", burst, None, on_stored)
+        store.flush()
+        gevent.sleep(pause)
+
+
+def test_small_batches_commit_inline_after_the_first(history: SQLiteHistory, commits: Commits) -> None:
+    done = Recorder()
+    submit_in_bursts(history, bursts=5, each=3, on_stored=done)
+    assert len(done.stored) == 15
+    # The first commit may restart a WAL left by an earlier run: on the thread.
+    assert commits.paths() == ["thread", "inline", "inline", "inline", "inline"]
+
+
+def test_batches_above_inline_rows_commit_on_the_writer_thread(history: SQLiteHistory, commits: Commits) -> None:
+    history.inline_rows = 5
+    done = Recorder()
+    submit_in_bursts(history, bursts=3, each=5, on_stored=done)
+    submit_in_bursts(history, bursts=1, each=6, on_stored=done)
+    assert len(done.stored) == 21
+    assert commits.paths() == ["thread", "inline", "inline", "thread"]
+
+
+def test_with_synchronous_full_every_commit_is_on_the_writer_thread(db_path: str, commits: Commits) -> None:
+    store = SQLiteHistory(db_path, synchronous="FULL")
+    store.open()
+    done = Recorder()
+    for burst in range(3):
+        store.submit("lobby", "ann", f"m{burst}", burst, None, done)
+        store.flush()
+    store.close()
+    assert len(done.stored) == 3
+    assert commits.calls == []  # neither inline nor the NORMAL-mode thread path
+    assert rows_on_disk(db_path, "lobby") == [1, 2, 3]
+
+
+def test_a_locked_database_moves_the_inline_batch_to_the_thread(
+    history: SQLiteHistory, commits: Commits, db_path: str
+) -> None:
+    history.submit("lobby", "ann", "first", 1, None, Recorder())
+    history.flush()
+    blocker = hold_write_lock(db_path)
+    done = Recorder()
+    ticks = 0
+
+    def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            gevent.sleep(0.001)
+
+    running = gevent.spawn(ticker)
+    try:
+        history.submit("lobby", "ann", "waits for the lock", 2, None, done)
+        gevent.sleep(0.1)
+        assert done.results == []
+        assert ticks > 20  # the hub did not wait for the lock
+    finally:
+        blocker.commit()
+        blocker.close()
+        running.kill()
+    history.flush()
+    assert [m.text for m in done.stored] == ["waits for the lock"]
+    # The inline attempt gave up at once (LOCKED); the thread waited.
+    assert commits.paths() == ["thread", "inline", "thread"]
+
+
+def test_checkpoints_keep_the_wal_short_and_never_restart_it_inline(
+    db_path: str, commits: Commits, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteHistory(db_path)
+    store.checkpoint_rows = 40
+    store.open()
+    done = Recorder()
+    with caplog.at_level(logging.DEBUG, logger="app.chat.history"):
+        submit_in_bursts(store, bursts=150, each=10, on_stored=done, pause=0.002)
+    wal_size = os.path.getsize(db_path + "-wal")
+    store.close()
+    assert len(done.stored) == 1500
+    restarts = [(path, rows) for path, restarted, rows in commits.calls if restarted]
+    assert len(restarts) >= 5, commits.calls
+    assert {path for path, _ in restarts} == {"thread"}  # the fsync of a new WAL, off the hub
+    assert commits.paths().count("inline") > 100
+    assert "history checkpoint:" in caplog.text
+    # 1500 messages in 10 rooms are a page each in a WAL never checkpointed: about 6 MB.
+    assert wal_size < 1_500_000
+    for room in range(10):
+        assert rows_on_disk(db_path, f"room{room}") == list(range(1, 151))
+
+
+def test_inline_commits_go_on_while_a_checkpoint_runs(
+    db_path: str, commits: Commits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = history_module._checkpoint
+    running = threading.Event()
+
+    def slow_checkpoint(checkpointer: sqlite3.Connection, pin: sqlite3.Connection) -> Any:
+        running.set()
+        time.sleep(0.3)  # on the checkpointer's thread: a slow disk
+        try:
+            return checkpoint(checkpointer, pin)
+        finally:
+            running.clear()
+
+    monkeypatch.setattr(history_module, "_checkpoint", slow_checkpoint)
+    store = SQLiteHistory(db_path)
+    store.checkpoint_rows = 10
+    store.open()
+    done = Recorder()
+    submit_in_bursts(store, bursts=3, each=5, on_stored=done)  # starts the checkpoint
+    assert running.wait(scaled(5))
+    started = time.monotonic()
+    submit_in_bursts(store, bursts=20, each=5, on_stored=done)
+    assert time.monotonic() - started < 0.25
+    assert running.is_set()
+    assert commits.paths()[3:] == ["inline"] * 20
+    store.close()  # waits for the checkpoint
+    assert len(done.stored) == 115
+
+
+def test_a_failed_checkpoint_is_logged_and_fails_no_message(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_checkpoint(checkpointer: sqlite3.Connection, pin: sqlite3.Connection) -> sqlite3.Error:
+        return sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(history_module, "_checkpoint", broken_checkpoint)
+    store = SQLiteHistory(db_path)
+    store.checkpoint_rows = 10
+    store.open()
+    done = Recorder()
+    with caplog.at_level(logging.ERROR, logger="app.chat.history"):
+        submit_in_bursts(store, bursts=20, each=5, on_stored=done, pause=0.005)
+    store.close()
+    assert len(done.stored) == 100
+    assert caplog.text.count("checkpointing the history failed: disk I/O error") >= 2  # tried again
+    assert rows_on_disk(db_path, "room0") == list(range(1, 21))
+
+
+def test_a_failed_commit_on_the_writer_thread_takes_its_ids_back(db_path: str, commits: Commits) -> None:
+    store = SQLiteHistory(db_path)
+    store.inline_rows = 1
+    store.open()
+    done = Recorder()
+    store.submit("lobby", "ann", "fine", 1, None, done)
+    store.flush()
+    reject_text(db_path, "poison")
+    store.submit("lobby", "ann", "unlucky", 2, None, done)
+    store.submit("lobby", "ann", "poison", 3, None, done)
+    store.flush()
+    assert store.submit("lobby", "ann", "later", 4, None, done) == 2
+    store.close()
+    assert [type(r).__name__ for r in done.results] == [
+        "StoredMessage",
+        "HistoryError",
+        "HistoryError",
+        "StoredMessage",
+    ]
+    assert rows_on_disk(db_path, "lobby") == [1, 2]
+    assert commits.paths() == ["thread", "thread", "inline"]
+
+
+def test_a_failed_inline_commit_takes_its_ids_back(history: SQLiteHistory, commits: Commits, db_path: str) -> None:
+    history.submit("lobby", "ann", "fine", 1, None, Recorder())
+    history.flush()
+    reject_text(db_path, "poison")
+    failed = Recorder()
+    history.submit("lobby", "ann", "unlucky", 2, None, failed)
+    history.submit("lobby", "ann", "poison", 3, None, failed)
+    history.flush()
+    assert [type(r) for r in failed.results] == [HistoryError, HistoryError]
+    assert history.last_id("lobby") == 1
+    assert commits.paths() == ["thread", "inline"]
