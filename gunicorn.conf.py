@@ -11,6 +11,8 @@ through Redis.
 """
 
 import os
+import shutil
+import tempfile
 
 import gevent
 
@@ -36,6 +38,40 @@ def on_starting(server):
             f"chat: {server.cfg.workers} workers would each hold their own rooms; "
             "run one worker (-w 1), or share rooms through Redis by setting CHAT_REDIS_URL"
         )
+    _metrics_directory()
+
+
+def _metrics_directory():
+    """Where every worker writes its metrics, so /metrics sums them (prometheus_client multiprocess mode).
+
+    ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied: old workers' files would
+    count), else a fresh temporary directory removed when gunicorn exits.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+    else:
+        directory = tempfile.mkdtemp(prefix="chat-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        _created.append(directory)
+
+
+_created = []
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    for directory in _created:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def post_worker_init(worker):

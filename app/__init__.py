@@ -31,12 +31,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     from .chat import build_service
     from .chat.auth import TokenSigner
-    from .web import admin, api, pages, security
+    from .web import admin, api, ops, pages, security
 
     app.extensions["chat"] = build_service(settings)
     app.extensions["chat_tokens"] = TokenSigner(settings.secret_key, settings.token_ttl)
     pages.init_app(app)
     api.init_app(app)
     admin.init_app(app)
+    ops.init_app(app)
     security.init_app(app)
     return app

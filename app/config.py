@@ -65,6 +65,8 @@ class Settings:
     force_https: bool = False
     #: Set when ``secret_key`` was made up at start (CHAT_SECRET_KEY unset): development only.
     random_secret_key: bool = field(default=False, metadata={"env": False})
+    #: Log lines as ``text`` or ``json`` (one object per line), on stderr.
+    log_format: str = "text"
     #: Redis shared by several workers or hosts (``redis://HOST:PORT/DB``); empty: one process, SQLite.
     redis_url: str = ""
     #: The prefix of every Redis key and channel: chats sharing one Redis must differ.

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import gevent
 from flask import Flask
 
+from app import logs
 from app.server.chat import ChatServer
 from app.server.listener import shared_listener
 from app.web.sessions import websocket_authenticator
@@ -40,6 +41,7 @@ def web_origins(urls: Iterable[str]) -> frozenset[str]:
 def start_chat(app: Flask, web_urls: Iterable[str]) -> ChatServer:
     """Start the chat's WebSocket server for ``app``; it serves until :meth:`ChatServer.stop`."""
     settings = app.config["CHAT_SETTINGS"]
+    logs.configure(settings.log_format)
     # Spawning greenlets without recording their spawn tree saves memory on
     # each of the thousands of client greenlets; nothing here walks that tree.
     gevent.config.track_greenlet_tree = False

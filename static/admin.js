@@ -190,6 +190,18 @@ function renderRooms(rooms, totals) {
   $("total-bytes-in").textContent = bytes(totals.bytes_in);
   $("total-bytes-out").textContent = bytes(totals.bytes_out);
   $("total-buffered").textContent = bytes(totals.buffered);
+  $("total-rate").textContent = messageRate(totals.messages_stored);
+  $("total-fanout").textContent = totals.fanout_p99_ms == null ? "–" : `${totals.fanout_p99_ms.toFixed(2)} ms`;
+}
+
+// Messages per second since the previous poll (the server counts, the page divides).
+let lastCount = null;
+function messageRate(count) {
+  const now = performance.now();
+  const previous = lastCount;
+  lastCount = { count, at: now };
+  if (previous === null || now <= previous.at || count < previous.count) return "–";
+  return ((count - previous.count) / ((now - previous.at) / 1000)).toFixed(1);
 }
 
 function renderBans(bans) {

@@ -89,6 +89,9 @@ class Broker(Protocol):
     def remote_client(self, conn_id: str) -> bool:
         """Whether another process has a connected client with this id."""
 
+    def check(self) -> None:
+        """Raise unless the broker can reach the other processes now."""
+
 
 class LocalBroker:
     """One process is the whole cluster: publishing is delivering, presence is counting."""
@@ -164,3 +167,6 @@ class LocalBroker:
 
     def remote_client(self, conn_id: str) -> bool:
         return False
+
+    def check(self) -> None:
+        pass  # nothing to reach

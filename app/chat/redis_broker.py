@@ -386,6 +386,12 @@ class RedisBroker(LocalBroker):
             return False
         return bool(self._try(self.link.client.hexists, self.link.key("clients", node), conn_id))
 
+    def check(self) -> None:
+        """Redis answers, and the subscription is up."""
+        if not self.link.up:
+            raise ConnectionError(f"redis at {self.link.url} is unreachable")
+        self.link.client.ping()
+
     def _live_nodes(self) -> list[str]:
         nodes = self._try(self.link.client.zrangebyscore, self.link.key("nodes"), time.time(), "+inf") or []
         return [node.decode() for node in nodes]

@@ -220,6 +220,10 @@ class RedisHistory:
         """The rooms that have history, sorted."""
         return sorted(name.decode() for name in self._call(self.link.client.smembers, self.link.key("rooms")))
 
+    def check(self) -> None:
+        """Redis answers a PING."""
+        self._call(self.link.client.ping)
+
     def _call(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)

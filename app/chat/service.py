@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gevent.event import AsyncResult
+
+from app import metrics
 
 from .auth import Identity
 from .broker import Broker
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 HISTORY_ON_JOIN = 50
 MAX_SINCE = 1000
+#: Fan-out latencies kept for the admin page's p99.
+FANOUT_SAMPLES = 1000
 #: Close codes of the operator's actions (4000-4999: private use, RFC 6455 §7.4.2).
 KICKED = 4001
 BANNED = 4003
@@ -67,6 +72,11 @@ class ChatService:
         #: Rooms one client may be in at once (0: no limit).
         self.max_rooms = max_rooms
         self.limiter = RateLimiter(message_rate, message_burst)
+        #: Set by the transport while it accepts connections (for /readyz).
+        self.accepting = False
+        #: Chat messages stored by this process; the last fan-out latencies (seconds).
+        self.messages_stored = 0
+        self._fanout_samples: deque[float] = deque(maxlen=FANOUT_SAMPLES)
         self.rooms = Rooms()
         self.members: dict[str, Member] = {}
         self._joined: dict[str, set[str]] = {}  # conn id -> room names
@@ -150,17 +160,46 @@ class ChatService:
         if command.room not in self._joined.get(member.conn_id, ()):
             raise ChatError("not_joined", "join the room first", command.ref)
 
+        arrived = time.perf_counter()
+
         def stored(result: StoredMessage | HistoryError) -> None:
             if isinstance(result, HistoryError):
                 log.error("message to %s not stored: %s", command.room, result)
                 member.send(Outgoing.of(_not_stored(result, command.ref).to_json()))
-            else:
-                self._publish_message(result)
+                return
+            durable = time.perf_counter()
+            self._publish_message(result)
+            self._observe(arrived, durable, time.perf_counter())
 
         try:
             self.history.submit(command.room, member.nick, command.text, int(self._clock() * 1000), command.ref, stored)
         except HistoryError as error:
             raise _not_stored(error, command.ref) from None
+
+    def _observe(self, arrived: float, durable: float, delivered: float) -> None:
+        """One message's store and fan-out latencies: for /metrics, and the admin page's recent p99."""
+        metrics.STORE_SECONDS.observe(durable - arrived)
+        metrics.FANOUT_SECONDS.observe(delivered - arrived)
+        self.messages_stored += 1
+        self._fanout_samples.append(delivered - arrived)
+
+    def readiness(self) -> dict[str, str]:
+        """Each part's state, ``"ok"`` or why not: for ``/readyz``."""
+        checks = {"websocket": "ok" if self.accepting else "not accepting connections"}
+        for name, check in (("history", self.history.check), ("broker", self.broker.check)):
+            try:
+                check()
+            except Exception as error:  # whatever it is, the part is not ready
+                checks[name] = str(error) or type(error).__name__
+            else:
+                checks[name] = "ok"
+        return checks
+
+    def stats(self) -> dict[str, Any]:
+        """Headline figures of this process: messages stored so far, and the recent fan-out p99 (ms)."""
+        samples = sorted(self._fanout_samples)
+        p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000 if samples else None
+        return {"messages_stored": self.messages_stored, "fanout_p99_ms": p99, "rooms": len(self.rooms)}
 
     def _publish_message(self, message: StoredMessage) -> None:
         if not self.history.publishes:

@@ -44,3 +44,6 @@ class History(Protocol):
     def last_id(self, room: str) -> int: ...
 
     def room_names(self) -> list[str]: ...
+
+    def check(self) -> None:
+        """Raise :class:`HistoryError` unless the store answers now (a read round trip)."""

@@ -308,12 +308,15 @@ def clients() -> ResponseReturnValue:
 
 @api.get("/rooms")
 def rooms() -> ResponseReturnValue:
-    """Every room with its member count, and totals over the connected clients."""
+    """Every room with its member count; totals over the connected clients, and this process's headline figures."""
     room_list = chat().room_list()
     connected = chat().clients()
-    totals = {"clients": len(connected), "rooms": len(room_list)}
+    totals: dict[str, Any] = {"clients": len(connected), "rooms": len(room_list)}
     for key in ("bytes_in", "bytes_out", "buffered"):
         totals[key] = sum(int(info.get(key) or 0) for info in connected)
+    stats = chat().stats()
+    totals["messages_stored"] = stats["messages_stored"]  # by this process: the page derives a rate
+    totals["fanout_p99_ms"] = stats["fanout_p99_ms"]  # over its last 1000 messages, None before any
     return jsonify(rooms=room_list, totals=totals)
 
 

@@ -34,6 +34,7 @@ from tests.chat.conftest import (
     recv_json,
     recv_until,
     rooms,
+    say,
     send_json,
 )
 from tests.chat.test_chat_lifecycle import open_raw_member
@@ -140,6 +141,26 @@ def test_the_admin_logs_in_and_sees_the_clients_live(chat: ChatServer, new_page:
     carol.close()
     expect(row(page, carol_hello["conn"])).to_have_count(0, timeout=WAIT_MS)
     assert errors == []
+
+
+def test_the_page_shows_the_message_rate_and_the_fanout_p99_live(
+    chat: ChatServer, new_page: NewPage, user: Connect
+) -> None:
+    room = fresh_room()
+    talker, _ = user(fresh_nick("talker"))
+    join(talker, room)
+    page = admin_page(new_page, chat)
+    expect(page.locator("#total-fanout")).to_have_text("–")
+    rate = "–"
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline:  # keep talking until two polls have seen the count move
+        say(talker, room, "busy")
+        rate = page.locator("#total-rate").inner_text()
+        if re.fullmatch(r"[1-9]\d*\.\d", rate):
+            break
+        time.sleep(0.05)
+    assert re.fullmatch(r"[1-9]\d*\.\d", rate), f"the page showed {rate!r} messages/s while one client talked"
+    expect(page.locator("#total-fanout")).to_have_text(re.compile(r"^\d+\.\d\d ms$"), timeout=WAIT_MS)
 
 
 def test_a_kick_closes_the_connection_with_4001_and_removes_the_row(

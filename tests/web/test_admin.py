@@ -360,7 +360,15 @@ def test_rooms_lists_member_counts_and_totals(app: Flask, chat: ChatService) -> 
     connect(chat, "c2", "bob", "lobby")
     body = app.test_client().get("/admin/api/rooms", headers=basic()).get_json()
     assert body["rooms"] == [{"name": "dev", "members": 1}, {"name": "lobby", "members": 2}]
-    assert body["totals"] == {"clients": 2, "rooms": 2, "bytes_in": 240, "bytes_out": 8192, "buffered": 0}
+    assert body["totals"] == {
+        "clients": 2,
+        "rooms": 2,
+        "bytes_in": 240,
+        "bytes_out": 8192,
+        "buffered": 0,
+        "messages_stored": 0,
+        "fanout_p99_ms": None,
+    }
 
 
 # -- kick -------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""The chat's log lines: one per event that matters, as text or as JSON lines.
+
+Every module logs through ``logging.getLogger(__name__)`` (so under ``app``);
+:func:`configure` gives the ``app`` logger its one handler, on stderr, where
+gunicorn's own log goes too. ``CHAT_LOG_FORMAT=json`` writes one JSON object
+per line, for log shippers: the message, the level, the logger, the time,
+and the event's fields (``conn``, ``code`` …) passed as ``extra``.
+
+What is never logged: message text, tokens, cookies, passwords, the secret key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["FORMATS", "JsonFormatter", "configure"]
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The attributes every LogRecord has; anything else came in ``extra`` and is the event's.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``msg``, then the ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _TextFormatter(logging.Formatter):
+    """The text line, with the event's fields appended as ``key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")]
+        return f"{line} [{' '.join(fields)}]" if fields else line
+
+
+def configure(log_format: str = "text", level: int = logging.INFO) -> None:
+    """Send the ``app`` loggers' records to stderr in ``log_format``; idempotent."""
+    if log_format not in FORMATS:
+        raise ValueError(f"CHAT_LOG_FORMAT must be one of {FORMATS}, not {log_format!r}")
+    logger = logging.getLogger("app")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_chat", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._chat = True  # type: ignore[attr-defined]
+    handler.setFormatter(JsonFormatter() if log_format == "json" else _TextFormatter(TEXT_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
