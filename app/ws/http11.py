@@ -127,6 +127,12 @@ def parse_request_head(head: bytes) -> Request:
     if match is None:
         raise _bad("malformed request line")
     method, target, major, minor = match.groups()
+    try:
+        # Request.path and .query split the target again: refuse one that cannot be split
+        # (an unclosed "[", a bracketed host that is no IP address) here, with a 400.
+        urlsplit(target.decode("latin-1"))
+    except ValueError:
+        raise _bad("malformed request target") from None
     headers: list[tuple[str, str]] = []
     for line in field_lines:
         name, colon, value = line.partition(b":")
