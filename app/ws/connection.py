@@ -108,13 +108,15 @@ class Connection:
         #: The protocol error that failed the connection, if one did.
         self.failure: ProtocolError | None = None
         self._parser = FrameParser(masked=True)
-        self._out: list[bytes] = []
+        # Frames to send; like the message's parts below, a list only while
+        # there is something in it: a server holds many idle connections.
+        self._out: list[bytes] | None = None
         # the message being reassembled, if any
         self._msg_opcode: Opcode | None = None
         self._msg_compressed = False
         self._msg_wire_size = 0
         self._msg_size = 0
-        self._msg_parts: list[Any] = []  # str pieces of a text message, bytes of a binary one
+        self._msg_parts: list[Any] | None = None  # str pieces of a text message, bytes of a binary one
         self._msg_decoder: Utf8Decoder | None = None
 
     # -- receiving ---------------------------------------------------------
@@ -207,17 +209,18 @@ class Connection:
             if end:
                 payload += self.deflate.finish(budget - len(payload))
             self._msg_size += len(payload)
+        parts = self._msg_parts
+        assert parts is not None  # set when the message's first frame came
         if self._msg_decoder is not None:
             if payload or end:
-                self._msg_parts.append(self._msg_decoder.decode(payload, end))
+                parts.append(self._msg_decoder.decode(payload, end))
         elif payload:
-            self._msg_parts.append(payload)
+            parts.append(payload)
         if not end:
             return None
-        parts = self._msg_parts
         is_text = self._msg_opcode is _TEXT
         self._msg_opcode = None
-        self._msg_parts = []
+        self._msg_parts = None
         self._msg_decoder = None
         if is_text:
             return TextMessage("".join(parts))
@@ -229,7 +232,7 @@ class Connection:
         opcode = header.opcode
         if opcode is Opcode.PING:
             if self.auto_pong and self.state is State.OPEN:
-                self._out.append(encode_frame(Opcode.PONG, payload))
+                self._queue(encode_frame(Opcode.PONG, payload))
             return Ping(payload)
         if opcode is Opcode.PONG:
             return Pong(payload)
@@ -237,7 +240,7 @@ class Connection:
         if self.state is State.OPEN:
             # §5.5.1: answer with a close frame, echoing the status code.
             echo = b"" if code == CloseCode.NO_STATUS_RCVD else encode_close_payload(code)
-            self._out.append(encode_frame(Opcode.CLOSE, echo))
+            self._queue(encode_frame(Opcode.CLOSE, echo))
         self.close_code = code
         self.close_reason = reason
         self.state = State.CLOSED
@@ -248,7 +251,7 @@ class Connection:
         self.failure = exc
         reason = _truncate_reason(exc.reason)
         if self.state is State.OPEN:
-            self._out.append(encode_frame(Opcode.CLOSE, encode_close_payload(exc.code, reason)))
+            self._queue(encode_frame(Opcode.CLOSE, encode_close_payload(exc.code, reason)))
         self.close_code = exc.code
         self.close_reason = reason
         self.state = State.CLOSED
@@ -279,37 +282,37 @@ class Connection:
     def send_text(self, text: str) -> None:
         """Queue a text message."""
         self._check_open()
-        self._out.append(self.encode_message(text.encode()))
+        self._queue(self.encode_message(text.encode()))
 
     def send_binary(self, data: bytes) -> None:
         """Queue a binary message."""
         self._check_open()
-        self._out.append(self.encode_message(data, text=False))
+        self._queue(self.encode_message(data, text=False))
 
     def send_encoded(self, frame: bytes) -> None:
         """Queue a frame from :meth:`encode_message` (of a connection with the same key)."""
         self._check_open()
-        self._out.append(frame)
+        self._queue(frame)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload, §5.5)."""
         self._check_open()
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        self._out.append(encode_frame(Opcode.PING, payload))
+        self._queue(encode_frame(Opcode.PING, payload))
 
     def send_pong(self, payload: bytes = b"") -> None:
         """Queue an unsolicited pong (a heartbeat, §5.5.3)."""
         self._check_open()
         if len(payload) > 125:
             raise ValueError("pong payload over 125 bytes")
-        self._out.append(encode_frame(Opcode.PONG, payload))
+        self._queue(encode_frame(Opcode.PONG, payload))
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (§7.1.2); the peer's close will end it."""
         self._check_open()
         reason = _truncate_reason(reason)
-        self._out.append(encode_frame(Opcode.CLOSE, encode_close_payload(code, reason)))
+        self._queue(encode_frame(Opcode.CLOSE, encode_close_payload(code, reason)))
         self.close_code = code
         self.close_reason = reason
         self.state = State.CLOSING
@@ -317,10 +320,16 @@ class Connection:
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
         out = self._out
-        if not out:
+        if out is None:
             return b""
-        self._out = []
+        self._out = None
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _queue(self, frame: bytes) -> None:
+        if self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
 
     def _check_open(self) -> None:
         if self.state is not State.OPEN:

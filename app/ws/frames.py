@@ -256,6 +256,11 @@ class FrameParser:
         pos = self._pos
         available = len(buf) - pos
         if available < 2:
+            if not available and buf:
+                # All read: let the last bytes go now rather than at the next
+                # feed, which on an idle connection may be hours away.
+                self._buf = b""
+                self._pos = 0
             return None
         b0 = buf[pos]
         b1 = buf[pos + 1]

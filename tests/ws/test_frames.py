@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from app.ws.connection import Connection, State
@@ -199,6 +201,25 @@ class TestParser:
     def test_several_frames_in_one_read(self) -> None:
         data = b"".join(encode_frame(Opcode.BINARY, bytes([n]) * n, mask=RFC_MASK) for n in range(5))
         assert read_frames(data, masked=True) == [Frame(Opcode.BINARY, bytes([n]) * n) for n in range(5)]
+
+    def test_parser_lets_go_of_the_bytes_once_every_frame_is_read(self) -> None:
+        # An idle connection's parser must not hold its last read until the next one.
+        data = bytes(MASKED_HELLO)  # a copy of our own, so its reference count is ours to watch
+        references = sys.getrefcount(data)
+        parser = FrameParser(masked=True)
+        parser.feed(data)
+        assert parser.next() is not None
+        assert parser.next() is None
+        assert sys.getrefcount(data) == references
+
+    def test_parser_keeps_a_partial_header_until_the_rest_arrives(self) -> None:
+        parser = FrameParser(masked=True)
+        parser.feed(MASKED_HELLO[:1])
+        assert parser.next() is None
+        parser.feed(MASKED_HELLO[1:])
+        chunk = parser.next()
+        assert chunk is not None
+        assert chunk.data == b"Hello"
 
     def test_read_frames_ignores_a_trailing_partial_frame(self) -> None:
         assert read_frames(UNMASKED_HELLO + UNMASKED_HELLO[:-1], masked=False) == [Frame(Opcode.TEXT, b"Hello")]
