@@ -56,6 +56,9 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     """Send the ``app`` loggers' records to stderr in ``log_format``; idempotent."""
     if log_format not in FORMATS:
         raise ValueError(f"CHAT_LOG_FORMAT must be one of {FORMATS}, not {log_format!r}")
+    # A record asks for its thread's name; under gevent every client greenlet
+    # would then get a threading object of its own, kept while it waits.
+    logging.logThreads = False
     logger = logging.getLogger("app")
     for handler in list(logger.handlers):
         if getattr(handler, "_chat", False):

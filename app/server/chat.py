@@ -22,11 +22,12 @@ from typing import Any
 
 import gevent
 
+from app import metrics
 from app.chat.auth import Identity
 from app.chat.protocol import Outgoing
 from app.chat.service import ChatService
 from app.config import Settings
-from app.ws import CloseCode, DeflateConfig, Request, TextMessage, reject
+from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
 
 from .server import ServerConfig, WebSocketServer, parse_bind
 from .websocket import ServerWebSocket
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Authenticate = Callable[[Request], "Identity | None"]
 WS_PATH = "/ws"
+#: Seconds between reports of the connections' counters to the metrics.
+METRICS_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,30 @@ class Client:
         }
 
 
+class _Counts:
+    """Traffic counters summed over clients."""
+
+    __slots__ = ("bytes_in", "bytes_out", "clients", "msgs_in", "msgs_out")
+
+    def __init__(self) -> None:
+        self.clients = self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
+
+    def add(self, client: Client) -> None:
+        self.clients += 1
+        self.msgs_in += client.msgs_in
+        self.msgs_out += client.msgs_out
+        self.bytes_in += client.ws.bytes_in
+        self.bytes_out += client.ws.bytes_out
+
+    def merge(self, other: _Counts) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _address(address: Any) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
 class ChatServer:
     """The WebSocket side of the chat, for one process."""
 
@@ -131,6 +158,11 @@ class ChatServer:
             listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
         )
         self._keepalive: gevent.Greenlet | None = None
+        self._metrics: gevent.Greenlet | None = None
+        #: counters of the clients that are gone, and of the totals last reported
+        self._gone = _Counts()
+        self._reported = _Counts()
+        self._accepted = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -149,14 +181,16 @@ class ChatServer:
         self.ws_server.start()
         self.service.accepting = True
         self._keepalive = gevent.spawn(self._keepalive_loop)
+        self._metrics = gevent.spawn(self._metrics_loop)
         log.warning("chat: WebSocket server listening on %s", self.url)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every client with 1001, then commit the history."""
         self.service.accepting = False
         self.ws_server.stream_server.close()
-        if self._keepalive is not None:
-            self._keepalive.kill()
+        for greenlet in (self._keepalive, self._metrics):
+            if greenlet is not None:
+                greenlet.kill()
         for client in list(self.clients.values()):
             client.ws.close_soon(CloseCode.GOING_AWAY, "server shutting down")
         self.ws_server.pool.join(timeout=timeout)
@@ -166,26 +200,39 @@ class ChatServer:
     # -- the handshake gate --------------------------------------------------
 
     def _gate(self, request: Request) -> Any:
+        admission = self._admit(request)
+        if isinstance(admission, tuple):
+            reason, status, message = admission
+            metrics.HANDSHAKES_REJECTED.labels(reason).inc()
+            log.info("handshake refused: %s", message, extra={"event": "refused", "reason": reason})
+            return reject(status, message)
+        return admission
+
+    def _admit(self, request: Request) -> Admission | tuple[str, HTTPStatus, str]:
+        """Who the client is, or why not: ``(reason, status, message)``."""
         if request.path != WS_PATH:
-            return reject(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint here; connect to {WS_PATH}")
+            return "not_found", HTTPStatus.NOT_FOUND, f"no WebSocket endpoint here; connect to {WS_PATH}"
         origin = request.get("Origin")
         if origin is not None and origin.rstrip("/") not in self.allowed_origins:
-            return reject(HTTPStatus.FORBIDDEN, "origin not allowed")
+            return "origin", HTTPStatus.FORBIDDEN, "origin not allowed"
         identity = self.authenticate(request)
         if identity is None:
-            return reject(HTTPStatus.UNAUTHORIZED, "a valid token or session cookie is required")
+            return "unauthorized", HTTPStatus.UNAUTHORIZED, "a valid token or session cookie is required"
         if self.service.is_banned(identity.nick):
-            return reject(HTTPStatus.FORBIDDEN, "this nick is banned for now")
+            return "banned", HTTPStatus.FORBIDDEN, "this nick is banned for now"
         if self.service.nick_taken(identity):
-            return reject(HTTPStatus.CONFLICT, "nick in use by another session")
+            return "nick_taken", HTTPStatus.CONFLICT, "nick in use by another session"
         return Admission(identity, (request.get("User-Agent") or "")[:256])
 
     # -- one client ----------------------------------------------------------
 
     def _handle(self, ws: ServerWebSocket) -> None:
         client = Client(f"{self._id_prefix}{next(self._ids)}", ws.context, ws)
+        ws.context = None  # the client copied what it needs of the admission: an idle client keeps no more
         self.clients[client.conn_id] = client
         service = self.service
+        log.info("connect", extra={"event": "connect", "conn": client.conn_id, "addr": _address(ws.address)})
+        code, reason = int(CloseCode.ABNORMAL_CLOSURE), ""
         try:
             service.connect(client)
             while True:  # not ``for message in ws``: a generator would deepen every idle client's saved stack
@@ -195,9 +242,43 @@ class ChatServer:
                     service.handle(client, message.data)
                 else:
                     service.unsupported(client)
+                del message  # not kept while the client waits for its next one
+        except ConnectionClosed as closed:
+            code, reason = closed.code, closed.reason
         finally:
             service.disconnect(client)
             del self.clients[client.conn_id]
+            self._retire(client, code, reason)
+
+    def _retire(self, client: Client, code: int, reason: str) -> None:
+        """A client is gone: its counters join the totals, and one log line says how it ended."""
+        self._gone.add(client)
+        log.info(
+            "disconnect %s %s",
+            code,
+            reason,
+            extra={"event": "disconnect", "conn": client.conn_id, "code": code, "reason": reason},
+        )
+
+    def _metrics_loop(self) -> None:
+        """Once a second, add what the connections counted to the metrics (nothing per delivery)."""
+        while True:
+            gevent.sleep(METRICS_INTERVAL)
+            self.report_metrics()
+
+    def report_metrics(self) -> None:
+        now = _Counts()
+        now.merge(self._gone)
+        for client in list(self.clients.values()):
+            now.add(client)
+        last, self._reported = self._reported, now
+        metrics.MESSAGES_IN.inc(now.msgs_in - last.msgs_in)
+        metrics.MESSAGES_OUT.inc(now.msgs_out - last.msgs_out)
+        metrics.BYTES_IN.inc(now.bytes_in - last.bytes_in)
+        metrics.BYTES_OUT.inc(now.bytes_out - last.bytes_out)
+        metrics.CONNECTIONS.inc(now.clients - last.clients)
+        metrics.CONNECTIONS_OPEN.set(len(self.clients))
+        metrics.ROOMS.set(self.service.stats()["rooms"])
 
     def _keepalive_loop(self) -> None:
         interval, timeout = self.settings.ping_interval, self.settings.ping_timeout

@@ -71,11 +71,17 @@ def server_environment(db_path: Path, **overrides: object) -> dict[str, str]:
     return env
 
 
-def spawn_gunicorn(log_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """gunicorn as the README runs it, on an ephemeral HTTP port, logging to ``log_path``."""
+def spawn_gunicorn(
+    log_path: Path, env: dict[str, str], *args: str, nofile: int | None = None
+) -> subprocess.Popen[bytes]:
+    """gunicorn as the README runs it, on an ephemeral HTTP port, logging to ``log_path``.
+
+    ``nofile`` caps its open files (``prlimit``), to run it out of descriptors.
+    """
+    limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [*gunicorn_command(), "-c", "gunicorn.conf.py", "wsgi:app", "--bind", "127.0.0.1:0", *args],
+            [*limit, *gunicorn_command(), "-c", "gunicorn.conf.py", "wsgi:app", "--bind", "127.0.0.1:0", *args],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -177,7 +183,9 @@ class ChatServer:
 _server_numbers = itertools.count(1)
 
 
-def launch_chat(directory: Path, *, db_path: Path | None = None, **env_overrides: object) -> ChatServer:
+def launch_chat(
+    directory: Path, *, db_path: Path | None = None, nofile: int | None = None, **env_overrides: object
+) -> ChatServer:
     """Start a chat whose logs go to ``directory``; ready once both ports are open.
 
     ``db_path`` (default: ``directory/chat.db``) lets a second server reopen
@@ -187,7 +195,8 @@ def launch_chat(directory: Path, *, db_path: Path | None = None, **env_overrides
     log_dir.mkdir(parents=True)
     db_path = db_path or directory / "chat.db"
     log_path = log_dir / "gunicorn.log"
-    server = ChatServer(spawn_gunicorn(log_path, server_environment(db_path, **env_overrides)), log_path, db_path)
+    environment = server_environment(db_path, **env_overrides)
+    server = ChatServer(spawn_gunicorn(log_path, environment, nofile=nofile), log_path, db_path)
     deadline = time.monotonic() + scaled(30)
     while True:
         text = server.logs()
@@ -208,8 +217,10 @@ def start_chat() -> Iterator[Callable[..., ChatServer]]:
     """``start_chat(tmp_path, **env_overrides)``: a new chat, stopped at the end of the test."""
     servers: list[ChatServer] = []
 
-    def start(directory: Path, *, db_path: Path | None = None, **env_overrides: object) -> ChatServer:
-        server = launch_chat(directory, db_path=db_path, **env_overrides)
+    def start(
+        directory: Path, *, db_path: Path | None = None, nofile: int | None = None, **env_overrides: object
+    ) -> ChatServer:
+        server = launch_chat(directory, db_path=db_path, nofile=nofile, **env_overrides)
         servers.append(server)
         return server
 

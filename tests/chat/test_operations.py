@@ -1,0 +1,177 @@
+"""What operators look at, against real gunicorn: /readyz, /metrics (one and two workers), JSON logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from ..conftest import scaled
+from .conftest import (
+    ChatServer,
+    connect,
+    fresh_nick,
+    fresh_room,
+    http_opener,
+    http_request,
+    join,
+    kill_worker,
+    open_ws,
+    say,
+    server_environment,
+    spawn_gunicorn,
+    wait_gone,
+)
+from .test_redis_cluster import SHARED_REDIS, RedisServer, connect_to, free_port, own_redis, prefix
+
+__all__ = ["own_redis", "prefix"]  # fixtures used here
+
+StartChat = Callable[..., ChatServer]
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """One sample's value from the Prometheus text format (0 when absent)."""
+    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{\})?") + r" ([0-9.e+-]+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def scrape(base: str) -> str:
+    """The text of ``/metrics``."""
+    with http_opener().open(base + "/metrics", timeout=scaled(10)) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return response.read().decode()
+
+
+def wait_metric(base: str, name: str, wanted: Callable[[float], bool], labels: str = "") -> float:
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        value = metric(scrape(base), name, labels)
+        if wanted(value):
+            return value
+        assert time.monotonic() < deadline, f"{name}{{{labels}}} stayed at {value}"
+        time.sleep(0.2)
+
+
+def test_readyz_says_ready_when_every_part_answers(start_chat: StartChat, tmp_path: Path) -> None:
+    chat = start_chat(tmp_path)
+    status, body, _ = http_request(chat.http + "/readyz")
+    assert status == 200, body
+    assert body == {"status": "ready", "checks": {"websocket": "ok", "history": "ok", "broker": "ok"}}
+
+
+def test_readyz_is_503_while_redis_is_down_and_ready_again_after(
+    start_chat: StartChat, tmp_path: Path, own_redis: RedisServer
+) -> None:
+    chat = start_chat(tmp_path, CHAT_REDIS_URL=own_redis.url)
+    assert http_request(chat.http + "/readyz")[0] == 200
+    own_redis.stop()
+    status, body, _ = http_request(chat.http + "/readyz")
+    assert status == 503, body
+    assert body["status"] == "unavailable"
+    assert body["checks"]["websocket"] == "ok"
+    assert body["checks"]["history"] != "ok" and body["checks"]["broker"] != "ok"
+    own_redis.start()
+    deadline = time.monotonic() + scaled(30)
+    while http_request(chat.http + "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, "not ready again after Redis came back"
+        time.sleep(0.2)
+
+
+def test_metrics_count_connections_messages_rejections_and_latencies(start_chat: StartChat, tmp_path: Path) -> None:
+    chat = start_chat(tmp_path)
+    room = fresh_room()
+    a, _ = connect(chat, fresh_nick("a"))
+    b, _ = connect(chat, fresh_nick("b"))
+    with a, b:
+        join(a, room)
+        join(b, room)
+        for i in range(5):
+            say(a, room, f"m{i}")
+        with pytest.raises(InvalidStatus):
+            open_ws(chat.ws_base + "?token=forged")
+        wait_metric(chat.http, "chat_connections_open", lambda v: v == 2)
+        wait_metric(chat.http, "chat_messages_in_total", lambda v: v >= 7)  # 2 joins, 5 says
+        wait_metric(chat.http, "chat_messages_out_total", lambda v: v >= 2 + 2 + 10)  # hellos, joined, 5 x 2
+        text = scrape(chat.http)
+    assert metric(text, "chat_connections_total") >= 2
+    assert metric(text, "chat_bytes_in_total") > 0 and metric(text, "chat_bytes_out_total") > 0
+    assert metric(text, "chat_rooms") == 1
+    assert metric(text, "chat_fanout_seconds_count") == 5
+    assert metric(text, "chat_history_store_seconds_count") == 5
+    assert metric(text, "chat_handshakes_rejected_total", 'reason="unauthorized"') == 1
+    wait_metric(chat.http, "chat_connections_open", lambda v: v == 0)
+
+
+def test_metrics_are_summed_over_two_workers(tmp_path: Path, prefix: str) -> None:
+    ws_port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = server_environment(
+        tmp_path / "chat.db", CHAT_REDIS_URL=SHARED_REDIS, CHAT_REDIS_PREFIX=prefix, CHAT_WS_BIND=f"127.0.0.1:{ws_port}"
+    )
+    process = spawn_gunicorn(log_path, env, "-w", "2")
+    try:
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            text = log_path.read_text(errors="replace")
+            http = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if http and text.count("listening on ws://") >= 2:
+                break
+            assert process.poll() is None and time.monotonic() < deadline, text
+            time.sleep(0.05)
+        node = ChatServer(process, log_path, tmp_path / "chat.db", int(http.group(1)), ws_port)
+        clients, workers = [], set()
+        while len(workers) < 2 or len(clients) < 6:
+            ws, hello = connect_to(node, fresh_nick())
+            clients.append(ws)
+            workers.add(hello["conn"].split(".")[0])
+            assert len(clients) < 60, "every connection went to one worker"
+        wait_metric(node.http, "chat_connections_open", lambda v: v == len(clients))
+        for ws in clients:
+            ws.close()
+        wait_metric(node.http, "chat_connections_open", lambda v: v == 0)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=scaled(20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "Booting worker with pid: " in line:
+                pid = int(line.rsplit(":", 1)[1].split()[0])
+                if not wait_gone(pid, scaled(5)):
+                    kill_worker(pid)
+
+
+def test_json_logs_have_one_line_per_connect_and_disconnect_with_the_close_code(
+    start_chat: StartChat, tmp_path: Path
+) -> None:
+    chat = start_chat(tmp_path, CHAT_LOG_FORMAT="json")
+    secret_text = "secret-" + secrets.token_hex(8)
+    ws, hello = connect(chat, fresh_nick())
+    with ws:
+        join(ws, "lobby")
+        say(ws, "lobby", secret_text)
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        entries = [json.loads(line) for line in chat.logs().splitlines() if line.startswith("{")]
+        events = {(e.get("event"), e.get("conn")): e for e in entries}
+        if ("disconnect", hello["conn"]) in events:
+            break
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.1)
+    assert ("connect", hello["conn"]) in events
+    assert events[("disconnect", hello["conn"])]["code"] == 1000
+    assert all({"ts", "level", "logger", "msg"} <= set(e) for e in entries)
+    assert secret_text not in chat.logs()
