@@ -47,8 +47,11 @@ class Settings:
     #: Seconds a client has to complete the opening handshake, and the closing one.
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
-    #: Most simultaneous WebSocket connections.
+    #: Most simultaneous WebSocket connections (beyond: 503).
     max_connections: int = 10_000
+    #: Most simultaneous WebSocket connections from one address (beyond: 429; 0: no limit).
+    #: Behind a proxy every client has the proxy's address: set 0 and limit in the proxy.
+    max_connections_per_address: int = 50
     #: Messages a client may send per second over time, and at once (0: no limit).
     message_rate: float = 20.0
     message_burst: int = 100

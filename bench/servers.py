@@ -174,6 +174,8 @@ def start_project(workdir: Path, cpu: int | None, **settings: object) -> Running
         CHAT_SECRET_KEY=secrets.token_hex(32),
         # The peers limit nothing; fanout's one sender goes far beyond a person's rate.
         CHAT_MESSAGE_RATE="0",
+        # 10,000 clients from 127.0.0.1, as the peers allow.
+        CHAT_MAX_CONNECTIONS_PER_ADDRESS="0",
     )
     env.update({f"CHAT_{key.upper()}": str(value) for key, value in settings.items()})
     command = [*_gunicorn(), "-c", "gunicorn.conf.py", "wsgi:app", "--bind", "127.0.0.1:0"]

@@ -40,6 +40,8 @@ Authenticate = Callable[[Request], "Identity | None"]
 WS_PATH = "/ws"
 #: Seconds between reports of the connections' counters to the metrics.
 METRICS_INTERVAL = 1.0
+#: Seconds between log lines about connections refused over a limit (a flood is one line, not thousands).
+REFUSALS_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +153,16 @@ class ChatServer:
             handshake_timeout=settings.handshake_timeout,
             close_timeout=settings.close_timeout,
             max_connections=settings.max_connections,
+            max_connections_per_address=settings.max_connections_per_address,
             send_limit=settings.send_buffer,
             keep_request=False,
         )
         self.ws_server = WebSocketServer(
             listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
         )
+        self.ws_server.on_refused = self._refused_at_accept
+        self._refusals = 0
+        self._refusals_logged_at = 0.0
         self._keepalive: gevent.Greenlet | None = None
         self._metrics: gevent.Greenlet | None = None
         #: counters of the clients that are gone, and of the totals last reported
@@ -196,6 +202,21 @@ class ChatServer:
         self.ws_server.pool.join(timeout=timeout)
         self.ws_server.pool.kill(timeout=1)
         self.service.close()
+
+    def _refused_at_accept(self, reason: str) -> None:
+        """A connection over a limit, answered 503 or 429: counted always, logged now and then."""
+        metrics.HANDSHAKES_REJECTED.labels(reason).inc()
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= REFUSALS_LOG_INTERVAL:
+            self._refusals_logged_at = now
+            log.warning(
+                "refusing connections over a limit (%s): %d since the last such line",
+                reason,
+                self._refusals,
+                extra={"event": "refused", "reason": reason},
+            )
+            self._refusals = 0
 
     # -- the handshake gate --------------------------------------------------
 

@@ -7,6 +7,7 @@ the connection is closed (1000 unless the handler closed it otherwise).
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -35,6 +36,7 @@ from app.ws import (
     reject,
     rejection,
 )
+from app.ws.http11 import error_response
 
 from .websocket import ServerWebSocket
 
@@ -59,6 +61,8 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
     max_connections: int = 10_000
+    #: Connections one remote address may hold at once (0: no limit).
+    max_connections_per_address: int = 0
     #: Bytes that may wait to be sent to one client (see ServerWebSocket.offer).
     send_limit: int = 1024 * 1024
     #: Keep the request head on the connection (``ws.request``); a server
@@ -90,8 +94,15 @@ class WebSocketServer:
         self.handler = handler
         self.gate = gate
         #: Every client's greenlet; ``join`` and ``kill`` as on a gevent ``Pool``.
-        self.pool = ClientGreenlets(self.config.max_connections)
+        self.pool = ClientGreenlets(self.config.max_connections, self.config.max_connections_per_address)
         self.stream_server = _Acceptor(listener, self._handle, self.pool)
+        #: Called with a reason ("capacity", "address_limit") for each connection refused at accept.
+        self.on_refused: Callable[[str], None] | None = None
+        self.stream_server.on_refused = self._refused
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -219,13 +230,14 @@ class ClientGreenlets:
     interpreter frame under the handler's Python code.
     """
 
-    __slots__ = ("_empty", "_running", "ended", "limit")
+    __slots__ = ("_empty", "_per_address", "_running", "limit", "per_address")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_address: int = 0) -> None:
         self.limit = limit
-        #: Called after each client greenlet ends (the acceptor resumes accepting).
-        self.ended: Callable[[], None] | None = None
+        self.per_address = per_address
         self._running: set[greenlet] = set()
+        #: connections per remote host, kept only when ``per_address`` is set
+        self._per_address: dict[str, int] = {}
         self._empty = Event()
         self._empty.set()
 
@@ -233,8 +245,12 @@ class ClientGreenlets:
         return len(self._running)
 
     def full(self) -> bool:
-        """Whether ``limit`` clients are being served (the server stops accepting)."""
+        """Whether ``limit`` clients are being served (a new one is refused with 503)."""
         return len(self._running) >= self.limit
+
+    def address_full(self, address: Any) -> bool:
+        """Whether this client's host holds ``per_address`` connections already (429)."""
+        return bool(self.per_address) and self._per_address.get(_host(address), 0) >= self.per_address
 
     def start(self, handle: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any) -> None:
         """Run ``handle(sock, address)`` in a new greenlet, now, until it first waits.
@@ -246,6 +262,9 @@ class ClientGreenlets:
         """
         client = greenlet(self._life, gevent.get_hub())
         self._running.add(client)
+        if self.per_address:
+            host = _host(address)
+            self._per_address[host] = self._per_address.get(host, 0) + 1
         self._empty.clear()
         client.switch(self, handle, sock, address)
 
@@ -267,10 +286,18 @@ class ClientGreenlets:
         finally:
             sock.close()
             clients._running.discard(getcurrent())
+            if clients.per_address:
+                clients._left(address)
             if not clients._running:
                 clients._empty.set()
-            if clients.ended is not None:
-                clients.ended()
+
+    def _left(self, address: Any) -> None:
+        host = _host(address)
+        count = self._per_address.get(host, 0) - 1
+        if count > 0:
+            self._per_address[host] = count
+        else:
+            self._per_address.pop(host, None)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait at most ``timeout`` seconds for every client greenlet to end; whether they did."""
@@ -292,26 +319,154 @@ def _kill(client: greenlet) -> None:
 
 
 class _Acceptor(StreamServer):
-    """gevent's ``StreamServer`` (accepting, backing off on errors), clients run by :class:`ClientGreenlets`."""
+    """gevent's ``StreamServer`` accept loop, clients run by :class:`ClientGreenlets`.
+
+    Over a limit, a connection is answered and closed right in the accept
+    callback, before any per-client state exists: 503 when the server holds
+    ``max_connections`` clients, 429 when the client's address holds
+    ``max_connections_per_address``.
+
+    Out of file descriptors (``EMFILE``, ``ENFILE``), accepting pauses and
+    resumes after a growing delay (0.1 s doubling to 2 s); the clients already
+    connected are served all along, and the condition is logged once until
+    an accept succeeds again (gevent would print a traceback every time).
+    """
 
     def __init__(
         self, listener: tuple[str, int] | socket.socket, handle: Callable[..., None], clients: ClientGreenlets
     ) -> None:
         super().__init__(listener, handle)
         self.clients = clients
-        clients.ended = self._client_ended
+        self.on_refused: Callable[[str], None] | None = None
+        self._starved = False
+        self._starved_delay = STARVED_FIRST_DELAY
+        self._resume_timer: Any = None
+        #: refused connections until their sockets close
+        self.refusals: set[_Refusal] = set()
 
     def full(self) -> bool:
-        """At the limit the server stops accepting; :meth:`_client_ended` starts it again."""
-        return self.clients.full()
+        """Never: over the limit, connections are refused with 503, not left in the backlog."""
+        return False
+
+    def do_read(self) -> tuple[socket.socket, Any] | None:
+        try:
+            accepted = super().do_read()
+        except OSError as error:
+            if error.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            self._starve(error)
+            return None
+        if accepted is not None and self._starved:
+            self._starved = False
+            self._starved_delay = STARVED_FIRST_DELAY
+            log.warning("accepting connections again: file descriptors are available")
+        return accepted
+
+    def _starve(self, error: OSError) -> None:
+        if not self._starved:
+            self._starved = True
+            log.error(
+                "out of file descriptors (%s): not accepting for now; the %d connected clients are served",
+                error.strerror,
+                len(self.clients),
+            )
+        self.stop_accepting()
+        self._resume_timer = self.loop.timer(self._starved_delay)
+        self._resume_timer.start(self._resume)
+        self._starved_delay = min(STARVED_MAX_DELAY, self._starved_delay * 2)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if self.started:
+            self.start_accepting()
 
     def do_handle(self, *args: Any) -> None:
         sock, address = args
-        self.clients.start(self._handle, sock, address)
+        if self.clients.full():
+            self._refuse(sock, _OVER_CAPACITY, "capacity")
+        elif self.clients.address_full(address):
+            self._refuse(sock, _OVER_ADDRESS_LIMIT, "address_limit")
+        else:
+            self.clients.start(self._handle, sock, address)
 
-    def _client_ended(self) -> None:
-        if self.started:
-            self.start_accepting()  # a no-op unless being full stopped it
+    def _refuse(self, sock: socket.socket, response: bytes, reason: str) -> None:
+        """Answer and close from the hub, without a greenlet, a parser or a buffer of the client's.
+
+        The answer goes out once the client's request has come (it is read
+        and dropped: closing with unread input would reset the connection
+        and could destroy the answer on its way), or after a short wait.
+        """
+        _Refusal(self, sock, response).start()
+        if self.on_refused is not None:
+            self.on_refused(reason)
+
+    def close(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.stop()
+            self._resume_timer = None
+        super().close()
+
+
+class _Refusal:
+    """A connection refused over a limit: read its request, answer, half-close, drain, close."""
+
+    __slots__ = ("acceptor", "raw", "reader", "response", "sock", "timer")
+
+    def __init__(self, acceptor: _Acceptor, sock: socket.socket, response: bytes) -> None:
+        self.acceptor = acceptor
+        self.sock = sock
+        self.raw: Any = getattr(sock, "_sock", sock)
+        self.response = response
+        self.reader = acceptor.loop.io(self.raw.fileno(), 1)
+        self.timer = acceptor.loop.timer(REFUSED_WAIT)
+
+    def start(self) -> None:
+        self.acceptor.refusals.add(self)
+        self.reader.start(self._answer)
+        self.timer.start(self._answer)
+
+    def _answer(self) -> None:
+        self.reader.stop()
+        self.timer.stop()
+        self._drain()
+        try:
+            self.raw.send(self.response)  # a new socket's buffer takes this whole
+            self.raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close()
+            return
+        self.timer = self.acceptor.loop.timer(REFUSED_LINGER)
+        self.timer.start(self._close)
+
+    def _drain(self) -> None:
+        try:
+            while self.raw.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _close(self) -> None:
+        self._drain()
+        self.sock.close()
+        self.acceptor.refusals.discard(self)
+
+
+#: Seconds a refused connection may take to send its request before it is answered anyway.
+REFUSED_WAIT = 1.0
+#: Seconds a refused connection stays half-closed after the answer, its input dropped, before it closes.
+REFUSED_LINGER = 0.25
+#: Backoff while out of file descriptors, seconds.
+STARVED_FIRST_DELAY, STARVED_MAX_DELAY = 0.1, 2.0
+_OVER_CAPACITY = error_response(
+    HTTPStatus.SERVICE_UNAVAILABLE, "too many connections, try again later", [("Retry-After", "5")]
+).serialize()
+_OVER_ADDRESS_LIMIT = error_response(
+    HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address", [("Retry-After", "5")]
+).serialize()
+
+
+def _host(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
 def wait_for_shutdown() -> None:

@@ -66,6 +66,8 @@ def server_environment(db_path: Path, **overrides: object) -> dict[str, str]:
         # Many tests send far faster than a person, on purpose; the rate
         # limit's own tests (test_chat_limits.py) turn it back on.
         CHAT_MESSAGE_RATE="0",
+        # Every test client comes from 127.0.0.1; the per-address limit's own tests set it.
+        CHAT_MAX_CONNECTIONS_PER_ADDRESS="0",
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
+import resource
+import socket
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from ..conftest import scaled
-from .conftest import ChatServer, connect, fresh_nick, fresh_room, is_message, join, recv_json, recv_until
+from .conftest import (
+    ChatServer,
+    connect,
+    fresh_nick,
+    fresh_room,
+    handshake_request,
+    is_message,
+    join,
+    read_response_head,
+    recv_json,
+    recv_until,
+    say,
+    session,
+)
 
 
 def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
@@ -60,3 +79,124 @@ def test_a_client_may_be_in_a_limited_number_of_rooms(tmp_path: Path, start_chat
         ws.send(json.dumps({"type": "leave", "room": rooms[0]}))
         recv_until(ws, lambda m: m.get("type") == "left")
         assert join(ws, rooms[3])["type"] == "joined"
+
+
+# -- connections -------------------------------------------------------------------------------------------------------
+
+
+def raw_handshake(port: int, url_path: str) -> tuple[int, bytes]:
+    """Status and body of one handshake over a plain socket (0 if the server closed first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
+        sock.sendall(handshake_request(url_path))
+        status, head, rest = read_response_head(sock)
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        body = rest
+        while length and len(body) < int(length.group(1)):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+        return status, body
+
+
+def raise_open_files(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= wanted, "the test needs more open files (ulimit -n)"
+
+
+def test_ten_thousand_connections_against_a_limit_of_a_thousand_are_refused_cleanly(
+    tmp_path: Path, start_chat: Callable[..., ChatServer]
+) -> None:
+    raise_open_files(3000)
+    chat = start_chat(tmp_path, CHAT_MAX_CONNECTIONS=1000, CHAT_MAX_CONNECTIONS_PER_ADDRESS=0)
+    held: list[socket.socket] = []
+    room = fresh_room()
+    steady, _ = connect(chat, fresh_nick("steady"))
+    try:
+        join(steady, room)
+        url = urlsplit(session(chat, fresh_nick("many"))["ws_url"])
+        path = f"{url.path}?{url.query}"
+        while len(held) < 999:  # fill up to the limit with real, open WebSockets
+            sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
+            sock.sendall(handshake_request(path))
+            status, head, _ = read_response_head(sock)
+            assert status == 101, head
+            held.append(sock)
+        refused = Counter()
+        for _ in range(10_000 - 1000):
+            status, body = raw_handshake(chat.ws_port, path)
+            refused[status] += 1
+        assert refused == {503: 9000}, refused
+        assert b"too many connections" in body
+        assert say(steady, room, "still here")["text"] == "still here"
+        for sock in held[:10]:
+            sock.close()
+        deadline = time.monotonic() + scaled(10)
+        while raw_handshake(chat.ws_port, path)[0] != 101:  # room again once some left
+            assert time.monotonic() < deadline, "no room after clients left"
+            time.sleep(0.05)
+    finally:
+        steady.close()
+        for sock in held:
+            sock.close()
+
+
+def test_one_address_may_hold_a_limited_number_of_connections(
+    tmp_path: Path, start_chat: Callable[..., ChatServer]
+) -> None:
+    chat = start_chat(tmp_path, CHAT_MAX_CONNECTIONS_PER_ADDRESS=5)
+    url = urlsplit(session(chat, fresh_nick("tabs"))["ws_url"])
+    path = f"{url.path}?{url.query}"
+    held = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
+            sock.sendall(handshake_request(path))
+            assert read_response_head(sock)[0] == 101
+            held.append(sock)
+        status, body = raw_handshake(chat.ws_port, path)
+        assert status == 429
+        assert b"too many connections from your address" in body
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_the_accept_loop_survives_running_out_of_file_descriptors(
+    tmp_path: Path, start_chat: Callable[..., ChatServer]
+) -> None:
+    chat = start_chat(tmp_path, nofile=160)
+    room = fresh_room()
+    steady, _ = connect(chat, fresh_nick("steady"))
+    flood: list[socket.socket] = []
+    try:
+        join(steady, room)
+        for _ in range(300):  # far more than the worker has descriptors left; past the backlog, they wait
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", chat.ws_port))
+            flood.append(sock)
+        time.sleep(1.0)
+        assert say(steady, room, "still served")["text"] == "still served"
+        for sock in flood:
+            sock.close()
+        flood.clear()
+        deadline = time.monotonic() + scaled(15)
+        while True:  # accepting again once descriptors are free
+            try:
+                ws, _ = connect(chat, fresh_nick("later"))
+                ws.close()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the server never accepted again"
+                time.sleep(0.2)
+        assert say(steady, room, "and after")["text"] == "and after"
+    finally:
+        steady.close()
+        for sock in flood:
+            sock.close()
+    logs = chat.logs()
+    assert logs.count("out of file descriptors") == 1, logs[-3000:]
+    assert "Traceback" not in logs

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import scaled
@@ -65,14 +65,27 @@ def echoes(ws: ClientConnection) -> bool:
     return ws.recv(timeout=scaled(5)) == "ping?"
 
 
-def test_a_client_over_the_limit_is_served_once_another_leaves(server: tuple[subprocess.Popen[str], str]) -> None:
+def test_a_client_over_the_limit_gets_503_and_is_served_once_another_leaves(
+    server: tuple[subprocess.Popen[str], str],
+) -> None:
     _, url = server
     with open_client(url, scaled(10)) as first, open_client(url, scaled(10)) as second:
         assert echoes(first) and echoes(second)
-        with pytest.raises(TimeoutError), open_client(url, 0.5):  # accepted by the kernel only: no handshake
-            pass
+        with pytest.raises(InvalidStatus) as refused:
+            open_client(url, scaled(10))
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "5"
+        assert b"too many connections" in refused.value.response.body
         first.close()
-        with open_client(url, scaled(10)) as third:
+        deadline = time.monotonic() + scaled(10)
+        while True:  # the server sees the first one go a moment later
+            try:
+                third = open_client(url, scaled(10))
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "still refused after a client left"
+                time.sleep(0.05)
+        with third:
             assert echoes(third) and echoes(second)
 
 
