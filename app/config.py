@@ -44,6 +44,8 @@ class Settings:
     #: Seconds between keepalive pings, and to wait for the pong.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: Seconds a client may send nothing (pongs aside) before it is closed with 1001; 0: never.
+    idle_timeout: float = 0.0
     #: Seconds a client has to complete the opening handshake, and the closing one.
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
@@ -113,6 +115,10 @@ class Settings:
             where = f"it listens on {', '.join(exposed)}" if exposed else "workers share rooms through Redis"
             return f"set CHAT_SECRET_KEY (a long random string, the same for every worker and host): {where}"
         return None
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("CHAT_TLS_CERT and CHAT_TLS_KEY go together: set both, or neither")
 
     @property
     def secure(self) -> bool:

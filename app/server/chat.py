@@ -30,6 +30,7 @@ from app.config import Settings
 from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
 
 from .server import ServerConfig, WebSocketServer, parse_bind
+from .tls import server_context
 from .websocket import ServerWebSocket
 
 __all__ = ["ChatServer", "Client"]
@@ -156,12 +157,15 @@ class ChatServer:
             max_connections_per_address=settings.max_connections_per_address,
             send_limit=settings.send_buffer,
             keep_request=False,
+            ssl_context=server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None,
         )
         self.ws_server = WebSocketServer(
             listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
         )
         self.ws_server.on_refused = self._refused_at_accept
         self._refusals = 0
+        #: conn id -> (messages received, when that count changed), while CHAT_IDLE_TIMEOUT is set
+        self._last_active: dict[str, tuple[int, float]] = {}
         self._refusals_logged_at = 0.0
         self._keepalive: gevent.Greenlet | None = None
         self._metrics: gevent.Greenlet | None = None
@@ -179,7 +183,8 @@ class ChatServer:
         """The WebSocket endpoint's URL, as bound."""
         host, port = self.address[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"ws://{host}:{port}{WS_PATH}"
+        scheme = "wss" if self.ws_server.config.ssl_context is not None else "ws"
+        return f"{scheme}://{host}:{port}{WS_PATH}"
 
     def start(self) -> None:
         """Open the history, start accepting, start the keepalive."""
@@ -204,14 +209,14 @@ class ChatServer:
         self.service.close()
 
     def _refused_at_accept(self, reason: str) -> None:
-        """A connection over a limit, answered 503 or 429: counted always, logged now and then."""
+        """A connection refused before the gate (over a limit, a bad request): counted, logged now and then."""
         metrics.HANDSHAKES_REJECTED.labels(reason).inc()
         self._refusals += 1
         now = time.monotonic()
         if now - self._refusals_logged_at >= REFUSALS_LOG_INTERVAL:
             self._refusals_logged_at = now
             log.warning(
-                "refusing connections over a limit (%s): %d since the last such line",
+                "connections refused (%s, and others): %d since the last such line",
                 reason,
                 self._refusals,
                 extra={"event": "refused", "reason": reason},
@@ -303,9 +308,28 @@ class ChatServer:
 
     def _keepalive_loop(self) -> None:
         interval, timeout = self.settings.ping_interval, self.settings.ping_timeout
-        tick = max(0.05, min(interval, timeout) / 4)
+        idle_timeout = self.settings.idle_timeout
+        tick = max(0.05, min(interval, timeout, idle_timeout or interval) / 4)
         while True:
             gevent.sleep(tick)
             now = time.monotonic()
             for client in list(self.clients.values()):
                 client.ws.keepalive(now, interval, timeout)
+            if idle_timeout:
+                self._close_idle(now, idle_timeout)
+
+    def _close_idle(self, now: float, idle_timeout: float) -> None:
+        """Close (1001, the browser reconnects) the clients that sent no message for ``idle_timeout`` s.
+
+        What each client had sent when last seen active is kept only while
+        this limit is on: an idle client costs nothing more without it.
+        """
+        seen = self._last_active
+        for conn_id, client in list(self.clients.items()):
+            last = seen.get(conn_id)
+            if last is None or last[0] != client.msgs_in:
+                seen[conn_id] = (client.msgs_in, now)
+            elif now - last[1] >= idle_timeout:
+                client.ws.close_soon(CloseCode.GOING_AWAY, "idle for too long")
+        for conn_id in [conn_id for conn_id in seen if conn_id not in self.clients]:
+            del seen[conn_id]

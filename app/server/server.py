@@ -11,6 +11,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -38,6 +39,7 @@ from app.ws import (
 )
 from app.ws.http11 import error_response
 
+from .tls import TLSStream
 from .websocket import ServerWebSocket
 
 __all__ = ["ServerConfig", "WebSocketServer", "parse_bind", "wait_for_shutdown"]
@@ -65,6 +67,8 @@ class ServerConfig:
     max_connections_per_address: int = 0
     #: Bytes that may wait to be sent to one client (see ServerWebSocket.offer).
     send_limit: int = 1024 * 1024
+    #: Serve ``wss://``: TLS on every accepted connection (see :mod:`app.server.tls`).
+    ssl_context: ssl.SSLContext | None = None
     #: Keep the request head on the connection (``ws.request``); a server
     #: holding many idle clients saves its memory by taking what it needs in
     #: the gate instead.
@@ -96,7 +100,8 @@ class WebSocketServer:
         #: Every client's greenlet; ``join`` and ``kill`` as on a gevent ``Pool``.
         self.pool = ClientGreenlets(self.config.max_connections, self.config.max_connections_per_address)
         self.stream_server = _Acceptor(listener, self._handle, self.pool)
-        #: Called with a reason ("capacity", "address_limit") for each connection refused at accept.
+        #: Called with a reason for each connection refused: at accept ("capacity",
+        #: "address_limit") or by the protocol ("bad_request", "timeout" …), not by the gate.
         self.on_refused: Callable[[str], None] | None = None
         self.stream_server.on_refused = self._refused
 
@@ -123,11 +128,11 @@ class WebSocketServer:
         self.pool.join(timeout=self.stream_server.stop_timeout if timeout is None else timeout)
         self.pool.kill(timeout=1)
 
-    def _read_request(self, sock: socket.socket) -> tuple[Request, bytes] | Handshake | None:
+    def _read_request(self, recv: Callable[[int], bytes]) -> tuple[Request, bytes] | Handshake | None:
         """The request head and the bytes after it, a rejection, or ``None`` on EOF."""
         reader = RequestReader()
         while True:
-            data = sock.recv(8192)
+            data = recv(8192)
             if not data:
                 return None
             try:
@@ -137,16 +142,22 @@ class WebSocketServer:
             if request is not None:
                 return request, reader.leftover
 
-    def _handshake(self, sock: socket.socket) -> tuple[Handshake, Request, bytes, Any] | None:
+    def _handshake(self, sock: socket.socket, tls: TLSStream | None) -> tuple[Handshake, Request, bytes, Any] | None:
+        recv, sendall = (tls.recv_wait, tls.sendall) if tls is not None else (sock.recv, sock.sendall)
         try:
             with gevent.Timeout(self.config.handshake_timeout):
-                result = self._read_request(sock)
+                if tls is not None:
+                    tls.handshake()
+                result = self._read_request(recv)
         except gevent.Timeout:
+            if tls is not None and not tls.handshaken:
+                return None  # no TLS session to say anything in
             result = reject(HTTPStatus.REQUEST_TIMEOUT, "handshake not completed in time")
         if result is None:
             return None
         if isinstance(result, Handshake):
-            sock.sendall(result.response.serialize())
+            sendall(result.response.serialize())
+            self._refused(_refusal_reason(result))
             return None
         request, leftover = result
         context = self.gate(request) if self.gate is not None else None
@@ -158,9 +169,10 @@ class WebSocketServer:
                 subprotocols=self.config.subprotocols,
                 deflate=self.config.deflate,
             )
-        sock.sendall(handshake.response.serialize())
+        sendall(handshake.response.serialize())
         if not handshake.accepted:
-            log.info("handshake refused: %s", handshake.error)
+            if handshake is not context:  # the gate speaks for its own refusals
+                self._refused(_refusal_reason(handshake))
             return None
         return handshake, request, leftover, context
 
@@ -190,8 +202,10 @@ class WebSocketServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (a Unix socket in tests)
+        context = self.config.ssl_context
+        tls = TLSStream(sock, context) if context is not None else None
         try:
-            done = self._handshake(sock)
+            done = self._handshake(sock, tls)
         except OSError:
             done = None
         if done is None:
@@ -212,6 +226,7 @@ class WebSocketServer:
             close_timeout=self.config.close_timeout,
             send_limit=self.config.send_limit,
             context=context,
+            tls=tls,
         )
         ws.feed(leftover)
         return ws
@@ -463,6 +478,15 @@ _OVER_CAPACITY = error_response(
 _OVER_ADDRESS_LIMIT = error_response(
     HTTPStatus.TOO_MANY_REQUESTS, "too many connections from your address", [("Retry-After", "5")]
 ).serialize()
+
+
+#: Why the protocol refused an opening handshake, by HTTP status, for ``on_refused``.
+_REFUSAL_REASONS = {400: "bad_request", 408: "timeout", 426: "version", 431: "head_too_large"}
+
+
+def _refusal_reason(handshake: Handshake) -> str:
+    status = int(handshake.response.status)
+    return _REFUSAL_REASONS.get(status, f"http_{status}")
 
 
 def _host(address: Any) -> str:

@@ -39,6 +39,8 @@ from app.ws import (
     TextMessage,
 )
 
+from .tls import TLSStream
+
 __all__ = ["ServerWebSocket"]
 
 Message = TextMessage | BinaryMessage
@@ -46,7 +48,7 @@ RECV_SIZE = 64 * 1024
 _OPEN = State.OPEN
 
 
-def _recv_nowait(raw: socket.socket) -> bytes | None:
+def _recv_nowait(raw: socket.socket | TLSStream) -> bytes | None:
     """What the non-blocking socket holds (``b""`` at its end or on an error), or ``None``: nothing yet.
 
     A function of its own so that the ``BlockingIOError`` of an idle socket
@@ -58,7 +60,7 @@ def _recv_nowait(raw: socket.socket) -> bytes | None:
         return raw.recv(RECV_SIZE)
     except BlockingIOError:
         return None
-    except OSError:
+    except OSError:  # reset by the peer …: the end of the stream
         return b""
 
 
@@ -133,6 +135,7 @@ class ServerWebSocket:
         close_timeout: float = 5.0,
         send_limit: int = 1024 * 1024,
         context: Any = None,
+        tls: TLSStream | None = None,
     ) -> None:
         self.sock = sock
         self.address = address
@@ -147,8 +150,9 @@ class ServerWebSocket:
         self.send_limit = send_limit
         #: What the server's gate decided about the request (the client's identity).
         self.context = context
-        # the raw non-blocking socket under gevent's: writes that must not switch, and reads
-        self._raw = getattr(sock, "_sock", sock)
+        # the raw non-blocking socket under gevent's: writes that must not switch, and reads;
+        # or, for wss://, the TLS stream over it, with the same non-blocking contract
+        self._raw = tls if tls is not None else getattr(sock, "_sock", sock)
         # frames offered since the last coalesced write, and whether one is scheduled;
         # the lists exist only while there is something in them (idle clients are many)
         self._queued: list[bytes] | None = None
@@ -378,6 +382,8 @@ class ServerWebSocket:
                 return
             self.bytes_out += sent
             if sent == len(data):
+                if isinstance(self._raw, TLSStream) and self._raw.backlog:
+                    self._writer = gevent.spawn(self._drain)  # ciphertext the kernel did not take
                 return
             data = data[sent:]
             self._writer = gevent.spawn(self._drain)
@@ -389,13 +395,19 @@ class ServerWebSocket:
 
     def _drain(self) -> None:
         """The writer greenlet: send everything waiting, coalesced, then end."""
+        raw = self._raw
+        tls = raw if isinstance(raw, TLSStream) else None
         try:
-            while self._pending:
-                chunk = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            while self._pending or (tls is not None and tls.backlog):
+                pending = self._pending or [b""]
+                chunk = b"".join(pending) if len(pending) > 1 else pending[0]
                 self._pending = None
                 self._pending_bytes = 0
                 self._inflight = len(chunk)
-                self.sock.sendall(chunk)
+                if tls is not None:
+                    tls.sendall(chunk)
+                else:
+                    self.sock.sendall(chunk)
                 self.bytes_out += len(chunk)
                 self._inflight = 0
                 if self._drained is not None and self.buffered <= self.send_limit:
@@ -473,6 +485,8 @@ class ServerWebSocket:
         self._transport_closed = True
         self.protocol.receive_eof()
         try:
+            if isinstance(self._raw, TLSStream):
+                self._raw.close_notify()
             self.sock.shutdown(socket.SHUT_WR)
             with gevent.Timeout(self.close_timeout, False):
                 while self.sock.recv(RECV_SIZE):

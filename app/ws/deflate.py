@@ -226,7 +226,7 @@ class PerMessageDeflate:
         except zlib.error:
             raise InvalidPayloadData("invalid compressed data") from None
         if len(out) > budget:
-            raise MessageTooBig("message too big once decompressed")
+            raise MessageTooBig("message too big once decompressed", within=out[:budget])
         return out
 
     def finish(self, budget: int) -> bytes:

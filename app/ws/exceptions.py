@@ -59,9 +59,18 @@ class InvalidPayloadData(ProtocolError):
 
 
 class MessageTooBig(ProtocolError):
-    """A message larger than this endpoint accepts (RFC 6455 §7.4.1, 1009)."""
+    """A message larger than this endpoint accepts (RFC 6455 §7.4.1, 1009).
+
+    ``within`` is what a decompressed message held up to the limit, so that
+    a defect there (invalid UTF-8) is reported first, as it would be had the
+    message come in smaller pieces.
+    """
 
     code = 1009
+
+    def __init__(self, reason: str, code: int | None = None, *, within: bytes = b"") -> None:
+        super().__init__(reason, code)
+        self.within = within
 
 
 class HandshakeRejected(WebSocketError):

@@ -127,7 +127,7 @@ def proxied(tmp_path: Path, launch) -> Iterator[tuple[ChatServer, Proxy]]:  # ty
     """A chat configured as docs/deploy/nginx.conf says, and nginx in front of it."""
     port = free_port()  # nginx's: the chat must know the origin browsers will see
     origin = f"http://127.0.0.1:{port}"
-    chat = launch(CHAT_WS_PUBLIC_URL="/ws", CHAT_ALLOWED_ORIGINS=origin)
+    chat = launch(CHAT_WS_PUBLIC_URL="/ws", CHAT_ALLOWED_ORIGINS=origin, CHAT_MAX_CONNECTIONS_PER_ADDRESS=0)
     directory = tmp_path / "nginx"
     directory.mkdir()
     proxy = start_nginx(directory, chat.http_port, chat.ws_port, port)

@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _HTTP_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 _WORKER_BOOTED = re.compile(r"Booting worker with pid: (\d+)")
-_WS_LISTENING = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)/ws")
+_WS_LISTENING = re.compile(r"listening on wss?://127\.0\.0\.1:(\d+)/ws")
 
 Message = dict[str, Any]
 

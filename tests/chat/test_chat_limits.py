@@ -200,3 +200,24 @@ def test_the_accept_loop_survives_running_out_of_file_descriptors(
     logs = chat.logs()
     assert logs.count("out of file descriptors") == 1, logs[-3000:]
     assert "Traceback" not in logs
+
+
+def test_a_client_that_sends_nothing_for_the_idle_timeout_is_closed_and_a_talker_is_not(
+    tmp_path: Path, start_chat: Callable[..., ChatServer]
+) -> None:
+    chat = start_chat(tmp_path, CHAT_IDLE_TIMEOUT=1, CHAT_PING_INTERVAL=0.3, CHAT_PING_TIMEOUT=5)
+    room = fresh_room()
+    idle, _ = connect(chat, fresh_nick("idle"))  # answers pings (websockets does), says nothing
+    talker, _ = connect(chat, fresh_nick("talker"))
+    with idle, talker:
+        join(talker, room)
+        started = time.monotonic()
+        while time.monotonic() - started < 3:
+            assert say(talker, room, "still talking")["type"] == "message"
+            time.sleep(0.3)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                idle.recv(timeout=scaled(5))
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle for too long")
+        assert say(talker, room, "and on")["text"] == "and on"

@@ -1038,11 +1038,6 @@ class TestCompressedStream:
 class TestMemory:
     """What a peer can make a connection hold: about the limit, however it cuts the message."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="each piece of a message being reassembled is kept as its own object: ~22x (binary) and "
-        "~30x (text) max_message_size for 2-byte pieces; found while fuzzing, reported for connection.py",
-    )
     @pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
     def test_message_arriving_in_two_byte_pieces_holds_about_its_size(self, opcode: Opcode) -> None:
         """A message held while it is reassembled should cost about its size, not ~40 bytes per read."""
