@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import selectors
 import socket
 import struct
 import threading
@@ -35,6 +36,7 @@ from .conftest import (
     send_json,
     session,
 )
+from .test_chat_lifecycle import kernel_buffer_bound
 
 StartChat = Callable[..., ChatServer]
 PASSWORD = "fault-tests-admin"
@@ -171,3 +173,103 @@ def test_sigterm_under_heavy_traffic_loses_no_acknowledged_message(start_chat: S
         last = body["messages"][-1]["id"] if body["messages"] else last
     lost = [ack for ack in acked if stored.get(ack["id"]) != ack["text"]]
     assert not lost, f"{len(lost)} acknowledged messages lost, e.g. {lost[:3]}"
+
+
+class Drain:
+    """Reads every frame of many raw clients on one thread, counting each one's chat messages."""
+
+    def __init__(self, clients: list[RawClient]) -> None:
+        self.counts = [0] * len(clients)
+        self._clients = clients
+        self._buffers = [raw.buffer for raw in clients]
+        self._stop = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        for index, raw in enumerate(clients):
+            raw.sock.setblocking(False)
+            self._selector.register(raw.sock, selectors.EVENT_READ, index)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(0.1):
+                index = key.data
+                try:
+                    data = key.fileobj.recv(1 << 18)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                if not data:
+                    self._selector.unregister(key.fileobj)
+                    continue
+                self._buffers[index] += data
+                self._count(index)
+
+    def _count(self, index: int) -> None:
+        buffer, offset = self._buffers[index], 0
+        while len(buffer) - offset >= 2:
+            length, start = buffer[offset + 1] & 0x7F, offset + 2
+            if length == 126:
+                if len(buffer) - offset < 4:
+                    break
+                (length,) = struct.unpack_from("!H", buffer, offset + 2)
+                start = offset + 4
+            elif length == 127:
+                if len(buffer) - offset < 10:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, offset + 2)
+                start = offset + 10
+            if len(buffer) < start + length:
+                break
+            if buffer[offset] & 0x0F == 0x1 and b'"type":"message"' in buffer[start : start + 40]:
+                self.counts[index] += 1
+            offset = start + length
+        self._buffers[index] = buffer[offset:]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=scaled(5))
+
+
+def test_a_client_that_never_reads_is_closed_while_100_others_chat_at_full_speed(
+    start_chat: StartChat, tmp_path: Path
+) -> None:
+    chat = start_chat(tmp_path, CHAT_SEND_BUFFER=65536, CHAT_MAX_CONNECTIONS_PER_ADDRESS=0)
+    room = fresh_room()
+    never_reads = RawClient.open(session(chat, fresh_nick("stuck"))["ws_url"], rcvbuf=4096)
+    never_reads.send_json({"type": "join", "room": room})
+    others = []
+    for _ in range(99):
+        raw = RawClient.open(session(chat, fresh_nick("other"))["ws_url"])
+        raw.send_json({"type": "join", "room": room})
+        others.append(raw)
+    sender, _ = connect(chat, fresh_nick("sender"))  # the hundredth, and the one that talks
+    drain = Drain(others)
+    text, batch, sent = "z" * 3000, 100, 0
+    try:
+        join(sender, room)
+        time.sleep(0.5)  # every join answered
+        before = worker_rss(chat)
+        stuck_left = False
+        most = (kernel_buffer_bound() + 65536 + 1024 * 1024) // len(text) + batch  # more than it can hold
+        while not stuck_left and sent < most:
+            started = time.monotonic()
+            for i in range(batch):
+                send_json(sender, {"type": "say", "room": room, "text": f"{sent + i} {text}"})
+            skipped: list[dict] = []
+            for _ in range(batch):
+                recv_until(sender, lambda m: m.get("type") == "message", skipped=skipped)
+            sent += batch
+            while min(drain.counts) < sent:  # every other client got the whole batch, promptly
+                assert time.monotonic() - started < scaled(5), f"a batch took over 5 s: {min(drain.counts)}/{sent}"
+                time.sleep(0.01)
+            stuck_left = any(m.get("type") == "presence" and m.get("event") == "leave" for m in skipped)
+        if not stuck_left:  # closed with 1008; it is gone once its close timeout (5 s) is over
+            recv_until(sender, lambda m: m.get("type") == "presence" and m.get("event") == "leave", scaled(15))
+        growth = worker_rss(chat) - before
+        assert growth < 16 * 1024 * 1024, f"the worker grew by {growth} bytes"
+    finally:
+        drain.stop()
+        sender.close()
+        never_reads.close()
+        for raw in others:
+            raw.close()

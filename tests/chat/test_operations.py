@@ -27,6 +27,7 @@ from .conftest import (
     open_ws,
     say,
     server_environment,
+    session,
     spawn_gunicorn,
     wait_gone,
 )
@@ -157,9 +158,11 @@ def test_metrics_are_summed_over_two_workers(tmp_path: Path, prefix: str) -> Non
 def test_json_logs_have_one_line_per_connect_and_disconnect_with_the_close_code(
     start_chat: StartChat, tmp_path: Path
 ) -> None:
-    chat = start_chat(tmp_path, CHAT_LOG_FORMAT="json")
+    secret_key, admin_password = secrets.token_hex(32), "admin-" + secrets.token_hex(8)
+    chat = start_chat(tmp_path, CHAT_LOG_FORMAT="json", CHAT_SECRET_KEY=secret_key, CHAT_ADMIN_PASSWORD=admin_password)
     secret_text = "secret-" + secrets.token_hex(8)
     ws, hello = connect(chat, fresh_nick())
+    session_token = session(chat, fresh_nick())["token"]
     with ws:
         join(ws, "lobby")
         say(ws, "lobby", secret_text)
@@ -174,4 +177,6 @@ def test_json_logs_have_one_line_per_connect_and_disconnect_with_the_close_code(
     assert ("connect", hello["conn"]) in events
     assert events[("disconnect", hello["conn"])]["code"] == 1000
     assert all({"ts", "level", "logger", "msg"} <= set(e) for e in entries)
-    assert secret_text not in chat.logs()
+    logs = chat.logs()
+    for secret in (secret_text, secret_key, admin_password, session_token):
+        assert secret not in logs
