@@ -30,6 +30,7 @@ from .conftest import (
     say,
     session,
 )
+from .test_faults import worker_rss
 
 
 def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
@@ -42,6 +43,7 @@ def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
     with flooder, calm:
         join(flooder, room)
         join(calm, room)
+        before = worker_rss(chat)
         for i in range(200):
             try:
                 flooder.send(json.dumps({"type": "say", "room": room, "text": f"spam {i}"}))
@@ -65,6 +67,8 @@ def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
         assert 9 <= len(spam) < 20, spam  # the burst of 10, less the join
         assert spam == [f"spam {i}" for i in range(len(spam))]
         assert (mine["type"], mine["text"]) == ("message", "still here")
+        growth = worker_rss(chat) - before
+        assert growth < 4 * 1024 * 1024, f"the worker grew by {growth} bytes over the flood"
 
 
 def test_a_client_may_be_in_a_limited_number_of_rooms(tmp_path: Path, start_chat: Callable[..., ChatServer]) -> None:
@@ -125,11 +129,14 @@ def test_ten_thousand_connections_against_a_limit_of_a_thousand_are_refused_clea
             assert status == 101, head
             held.append(sock)
         refused = Counter()
+        before = worker_rss(chat)
         for _ in range(10_000 - 1000):
             status, body = raw_handshake(chat.ws_port, path)
             refused[status] += 1
         assert refused == {503: 9000}, refused
         assert b"too many connections" in body
+        growth = worker_rss(chat) - before
+        assert growth < 4 * 1024 * 1024, f"the worker grew by {growth} bytes over 9,000 refusals"
         assert say(steady, room, "still here")["text"] == "still here"
         for sock in held[:10]:
             sock.close()
@@ -173,6 +180,7 @@ def test_the_accept_loop_survives_running_out_of_file_descriptors(
     flood: list[socket.socket] = []
     try:
         join(steady, room)
+        before = worker_rss(chat)
         for _ in range(300):  # far more than the worker has descriptors left; past the backlog, they wait
             sock = socket.socket()
             sock.setblocking(False)
@@ -193,6 +201,8 @@ def test_the_accept_loop_survives_running_out_of_file_descriptors(
                 assert time.monotonic() < deadline, "the server never accepted again"
                 time.sleep(0.2)
         assert say(steady, room, "and after")["text"] == "and after"
+        growth = worker_rss(chat) - before
+        assert growth < 4 * 1024 * 1024, f"the worker grew by {growth} bytes"
     finally:
         steady.close()
         for sock in flood:
