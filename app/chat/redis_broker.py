@@ -45,6 +45,8 @@ import gevent
 import redis
 from gevent.event import Event
 
+from app import metrics
+
 from .broker import Command, Deliver, LocalBroker, Presence
 from .protocol import Outgoing
 from .redis_history import event_header
@@ -158,6 +160,7 @@ class RedisBroker(LocalBroker):
         except UNREACHABLE as exc:
             self.link.failed(exc)
         except redis.RedisError as exc:
+            metrics.REDIS_ERRORS.labels("command").inc()
             log.error("redis: %s failed: %s", getattr(call, "__name__", call), exc)
         return None
 

@@ -19,6 +19,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app import metrics
+
 __all__ = ["UNREACHABLE", "RedisLink"]
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ class RedisLink:
         return self._up
 
     def failed(self, error: BaseException) -> None:
-        """Redis did not answer: log it once for the whole outage."""
+        """Redis did not answer: count it, and log it once for the whole outage."""
+        metrics.REDIS_ERRORS.labels("unreachable").inc()
         if self._up:
             self._up = False
             log.error("redis: %s unreachable (%s); serving local clients only, retrying", self.url, error)

@@ -28,6 +28,7 @@ import gevent
 from gevent.event import Event
 from greenlet import getcurrent
 
+from app import metrics
 from app.ws import (
     BinaryMessage,
     CloseCode,
@@ -315,6 +316,7 @@ class ServerWebSocket:
             return False
         if self._writer is not None and self.buffered + len(frame) > self.send_limit:
             # the kernel's buffer is full and ours would overflow: too slow
+            metrics.SLOW_CONSUMER_CLOSES.inc()
             self.close_soon(CloseCode.POLICY_VIOLATION, "too slow: outgoing buffer full", drop_pending=True)
             return False
         queued = self._queued

@@ -267,6 +267,9 @@ def test_a_client_that_never_reads_is_closed_while_100_others_chat_at_full_speed
             recv_until(sender, lambda m: m.get("type") == "presence" and m.get("event") == "leave", scaled(15))
         growth = worker_rss(chat) - before
         assert growth < 16 * 1024 * 1024, f"the worker grew by {growth} bytes"
+        from .test_operations import wait_metric
+
+        wait_metric(chat.http, "chat_slow_consumer_closes_total", lambda value: value == 1)
     finally:
         drain.stop()
         sender.close()

@@ -81,6 +81,7 @@ def test_readyz_is_503_while_redis_is_down_and_ready_again_after(
     assert body["status"] == "unavailable"
     assert body["checks"]["websocket"] == "ok"
     assert body["checks"]["history"] != "ok" and body["checks"]["broker"] != "ok"
+    wait_metric(chat.http, "chat_redis_errors_total", lambda value: value >= 1, 'kind="unreachable"')
     own_redis.start()
     deadline = time.monotonic() + scaled(30)
     while http_request(chat.http + "/readyz")[0] != 200:
