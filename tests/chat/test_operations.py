@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,15 +21,11 @@ from .conftest import (
     http_opener,
     http_request,
     join,
-    kill_worker,
     open_ws,
     say,
-    server_environment,
     session,
-    spawn_gunicorn,
-    wait_gone,
 )
-from .test_redis_cluster import SHARED_REDIS, RedisServer, connect_to, free_port, own_redis, prefix
+from .test_redis_cluster import RedisServer, connect_to, own_redis, prefix, two_workers
 
 __all__ = ["own_redis", "prefix"]  # fixtures used here
 
@@ -115,22 +109,7 @@ def test_metrics_count_connections_messages_rejections_and_latencies(start_chat:
 
 
 def test_metrics_are_summed_over_two_workers(tmp_path: Path, prefix: str) -> None:
-    ws_port = free_port()
-    log_path = tmp_path / "gunicorn.log"
-    env = server_environment(
-        tmp_path / "chat.db", CHAT_REDIS_URL=SHARED_REDIS, CHAT_REDIS_PREFIX=prefix, CHAT_WS_BIND=f"127.0.0.1:{ws_port}"
-    )
-    process = spawn_gunicorn(log_path, env, "-w", "2")
-    try:
-        deadline = time.monotonic() + scaled(30)
-        while True:
-            text = log_path.read_text(errors="replace")
-            http = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-            if http and text.count("listening on ws://") >= 2:
-                break
-            assert process.poll() is None and time.monotonic() < deadline, text
-            time.sleep(0.05)
-        node = ChatServer(process, log_path, tmp_path / "chat.db", int(http.group(1)), ws_port)
+    with two_workers(tmp_path, prefix) as node:
         clients, workers = [], set()
         while len(workers) < 2 or len(clients) < 6:
             ws, hello = connect_to(node, fresh_nick())
@@ -141,19 +120,6 @@ def test_metrics_are_summed_over_two_workers(tmp_path: Path, prefix: str) -> Non
         for ws in clients:
             ws.close()
         wait_metric(node.http, "chat_connections_open", lambda v: v == 0)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for line in log_path.read_text(errors="replace").splitlines():
-            if "Booting worker with pid: " in line:
-                pid = int(line.rsplit(":", 1)[1].split()[0])
-                if not wait_gone(pid, scaled(5)):
-                    kill_worker(pid)
 
 
 def test_json_logs_have_one_line_per_connect_and_disconnect_with_the_close_code(

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -440,11 +441,16 @@ def test_redis_restarted_mid_chat_loses_nothing_acknowledged(
 # -- gunicorn -w 2 on one port --------------------------------------------------------------------------------------
 
 
-def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: Path, prefix: str) -> None:
+@contextmanager
+def two_workers(directory: Path, prefix: str) -> Iterator[ChatServer]:
+    """``gunicorn -w 2`` sharing rooms through the shared Redis, both workers on one WebSocket port."""
     ws_port = free_port()
-    log_path = tmp_path / "gunicorn.log"
+    log_path = directory / "gunicorn.log"
     env = server_environment(
-        tmp_path / "chat.db", CHAT_REDIS_URL=SHARED_REDIS, CHAT_REDIS_PREFIX=prefix, CHAT_WS_BIND=f"127.0.0.1:{ws_port}"
+        directory / "chat.db",
+        CHAT_REDIS_URL=SHARED_REDIS,
+        CHAT_REDIS_PREFIX=prefix,
+        CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
     )
     process = spawn_gunicorn(log_path, env, "-w", "2")
     try:
@@ -456,7 +462,24 @@ def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: 
                 break
             assert process.poll() is None and time.monotonic() < deadline, text
             time.sleep(0.05)
-        node = ChatServer(process, log_path, tmp_path / "chat.db", int(http.group(1)), ws_port)
+        yield ChatServer(process, log_path, directory / "chat.db", int(http.group(1)), ws_port)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=scaled(20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "Booting worker with pid: " in line:
+                pid = int(line.rsplit(":", 1)[1].split()[0])
+                if not wait_gone(pid, scaled(5)):
+                    kill_worker(pid)
+
+
+def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: Path, prefix: str) -> None:
+    with two_workers(tmp_path, prefix) as node:
         room = fresh_room()
         clients, nodes = [], set()
         for _ in range(40):  # the kernel spreads new connections over both workers
@@ -477,16 +500,3 @@ def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: 
         assert (got["id"], got["text"]) == (sent["id"], "across workers")
         for ws, _ in clients:
             ws.close()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for line in log_path.read_text(errors="replace").splitlines():
-            if "Booting worker with pid: " in line:
-                pid = int(line.rsplit(":", 1)[1].split()[0])
-                if not wait_gone(pid, scaled(5)):
-                    kill_worker(pid)
