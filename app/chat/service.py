@@ -221,8 +221,15 @@ class ChatService:
             del room.joining[member.conn_id]
             self.rooms.discard_if_empty(command.room)
             raise _not_stored(error, command.ref, "history unavailable, try again") from None
+        presence_recorded = member.conn_id in self._joined
+        if presence_recorded:
+            # Still joining: what is delivered while the broker answers (a Redis
+            # round trip) is kept too, and so reaches the client after ``joined``.
+            new_nick, nicks = self.broker.room_join(command.room, member)
         del room.joining[member.conn_id]
-        if member.conn_id not in self._joined:  # disconnected while reading history
+        if member.conn_id not in self._joined:  # disconnected meanwhile
+            if presence_recorded:
+                self.broker.room_leave(command.room, member)
             self.rooms.discard_if_empty(command.room)
             return
         rooms.add(command.room)
@@ -232,7 +239,6 @@ class ChatService:
             # The read saw messages this process has not delivered yet (another
             # process stored them): they are on their way, and must skip this member.
             room.floors[member.conn_id] = last_id
-        new_nick, nicks = self.broker.room_join(command.room, member)
         joined: dict[str, Any] = {
             "type": "joined",
             "room": command.room,
