@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 TIMEOUT_SCALE = float(os.environ.get("CHAT_TEST_TIMEOUT_SCALE", "1"))
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (for a server that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def scaled(seconds: float) -> float:

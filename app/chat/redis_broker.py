@@ -134,8 +134,7 @@ class RedisBroker(LocalBroker):
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("redis: could not remove node %s: %s", self.node, exc)
-        super().close()
-        self.link.close()
+        super().close()  # the link stays open: the history closes it, last
 
     # -- publishing -----------------------------------------------------------
 

@@ -112,13 +112,18 @@ class RedisHistory:
         self._writer = gevent.spawn(self._run)
 
     def close(self) -> None:
-        """Store what was submitted (while Redis answers), then stop."""
+        """Store what was submitted (while Redis answers), then stop and close the link.
+
+        The service closes the broker first and the history last, so the
+        link they share is closed here.
+        """
         if not self._open:
             return
         self.flush()
         self._open = False
         if self._writer is not None:
             self._writer.kill()
+        self.link.close()
 
     def flush(self) -> None:
         while self._queue or not self._idle.is_set():

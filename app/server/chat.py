@@ -86,11 +86,10 @@ class Client:
     def describe(self) -> dict[str, Any]:
         """What the operator sees of this connection."""
         ws = self.ws
-        addr = ws.address
         return {
             "id": self.conn_id,
             "nick": self.nick,
-            "addr": f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr),
+            "addr": _address(ws.address),
             "user_agent": self.user_agent,
             "connected_at": self.connected_at,
             "msgs_in": self.msgs_in,
@@ -172,7 +171,6 @@ class ChatServer:
         #: counters of the clients that are gone, and of the totals last reported
         self._gone = _Counts()
         self._reported = _Counts()
-        self._accepted = 0
 
     @property
     def address(self) -> tuple[str, int]:

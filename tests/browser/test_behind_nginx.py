@@ -34,7 +34,7 @@ from tests.chat.conftest import (
     say,
     session,
 )
-from tests.conftest import scaled
+from tests.conftest import free_port, scaled
 
 from .test_chat_ui import WAIT_MS, enter, message
 from .test_chat_ui import say as say_in_page
@@ -44,12 +44,6 @@ SITE = REPO_ROOT / "docs" / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 NewPage = Callable[[], Page]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

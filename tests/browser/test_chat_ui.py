@@ -13,7 +13,6 @@ import json
 import re
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.chat.conftest import (
     server_environment,
     spawn_gunicorn,
 )
-from tests.conftest import scaled
+from tests.conftest import free_port, scaled
 
 #: Playwright's timeouts are in milliseconds.
 WAIT_MS = scaled(10) * 1000
@@ -295,12 +294,6 @@ def test_a_reload_rejoins_every_room_and_shows_history_again(chat: ChatServer, n
     expect(page.locator("#rooms-list li")).to_have_count(2)
     page.locator(f'#rooms-list li[data-room="{other}"] button').click()
     expect(page.locator("#messages li.msg .text")).to_have_text(["elsewhere"], timeout=WAIT_MS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +25,8 @@ from typing import Any
 
 import pytest
 import redis
-from websockets.exceptions import ConnectionClosed
 
-from ..conftest import scaled
+from ..conftest import free_port, scaled
 from .conftest import (
     ChatServer,
     fresh_nick,
@@ -40,6 +38,7 @@ from .conftest import (
     kill_worker,
     launch_chat,
     open_ws,
+    post_session,
     recv_json,
     recv_until,
     say,
@@ -49,16 +48,11 @@ from .conftest import (
     spawn_gunicorn,
     wait_gone,
 )
+from .test_chat_lifecycle import read_until_closed
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 ADMIN_PASSWORD = "cluster-admin-password"
 API_TOKEN = "cluster-api-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -268,12 +262,7 @@ def test_a_nick_held_on_one_node_is_taken_on_the_other(start_node: Callable[...,
     nick = fresh_nick("unique")
     ws_a, _ = connect_to(a, nick)
     with ws_a:
-        status, body, _ = http_request(
-            b.http + "/api/session",
-            method="POST",
-            body=json.dumps({"nick": nick}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+        status, body = post_session(b, {"nick": nick})
         assert status == 409, body
 
 
@@ -300,10 +289,8 @@ def test_a_kick_from_one_node_closes_a_client_on_the_other(start_node: Callable[
     with ws_b:
         status, body = admin(a, f"/clients/{hello_b['conn']}/kick", {})
         assert status == 200, body
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                ws_b.recv(timeout=scaled(5))
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+        closed = read_until_closed(ws_b, scaled(10))
+        assert closed.rcvd is not None and closed.rcvd.code == 4001
     status, body = admin(a, "/clients/nobody.c1/kick", {})
     assert status == 404, body
 
@@ -318,16 +305,9 @@ def test_a_ban_from_one_node_closes_and_refuses_the_nick_on_the_other(
         status, body = admin(a, "/bans", {"nick": nick, "seconds": 60})
         assert status == 201, body
         assert body["closed"] == 1
-        with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                ws_b.recv(timeout=scaled(5))
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
-    status, body, _ = http_request(
-        b.http + "/api/session",
-        method="POST",
-        body=json.dumps({"nick": nick}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+        closed = read_until_closed(ws_b, scaled(10))
+        assert closed.rcvd is not None and closed.rcvd.code == 4003
+    status, body = post_session(b, {"nick": nick})
     assert status == 403, body
     c = start_node(SHARED_REDIS, prefix)  # a node started later knows the ban too
     status, body = admin(c, "/bans")
