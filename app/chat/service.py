@@ -225,6 +225,7 @@ class ChatService:
         if presence_recorded:
             # Still joining: what is delivered while the broker answers (a Redis
             # round trip) is kept too, and so reaches the client after ``joined``.
+            rooms.add(command.room)  # the broker's registry shows the room
             new_nick, nicks = self.broker.room_join(command.room, member)
         del room.joining[member.conn_id]
         if member.conn_id not in self._joined:  # disconnected meanwhile
@@ -232,7 +233,6 @@ class ChatService:
                 self.broker.room_leave(command.room, member)
             self.rooms.discard_if_empty(command.room)
             return
-        rooms.add(command.room)
         room.add(member)
         last_id = history[-1].id if history else (command.since or 0)
         if last_id > room.last_id:
