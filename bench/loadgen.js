@@ -142,6 +142,16 @@ function selfCpu() {
   return (usage.user + usage.system) / 1e6;
 }
 
+/**
+ * A full garbage collection now, before a measured phase (node runs with --expose-gc, see
+ * NODE_FLAGS in run.py): what setting up left behind is not collected in the middle of the
+ * phase, where V8's mark-compact stops this process for 5 to 20 ms and every message in
+ * flight would seem that much late, whichever server is measured.
+ */
+function collectGarbage() {
+  if (typeof global.gc === 'function') global.gc();
+}
+
 /** Wall time, the server's CPU and this process's CPU over one phase. */
 class Meter {
   constructor(pid) {
@@ -437,6 +447,7 @@ async function fanout(config) {
   };
   pump();
   await sleep(config.warmup * 1000);
+  collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   const delivered0 = delivered;
@@ -495,6 +506,7 @@ async function rooms(config) {
   const period = 1000 / rate; // each client sends every `period` ms; send k is client k % n at k/n periods
   let sent = 0;
   let maxLagMs = 0;
+  collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   start = now();
@@ -552,6 +564,7 @@ async function idle(config) {
   log(`idle: ${n} sessions in ${sessionSeconds.toFixed(1)} s`);
   await sleep(300);
   const rssBefore = procRss(serverPid);
+  collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   const clients = await connectAll(
@@ -588,6 +601,7 @@ async function connect(config) {
   const sessionPhase = sessions.stop();
   await sleep(300);
   const samples = new Samples(n);
+  collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   const clients = await connectAll(n, (i) => urls[i], (i) => `own-${i}`, { concurrency, timeoutMs: 30000, samples });
@@ -628,6 +642,7 @@ async function recovery(config) {
   const samples = new Samples(trials);
   let bytes = 0;
   let replayed = 0;
+  collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   for (const joiner of joiners) {

@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.run import LOADGEN, LOADGEN_CPU, SCENARIOS, SERVER_CPU, cases, ensure_loadgen
+from bench.run import LOADGEN, LOADGEN_CPU, NODE_FLAGS, SCENARIOS, SERVER_CPU, cases, ensure_loadgen
 from bench.servers import REPO_ROOT, can_pin, pinned, raise_nofile, serving
 
 #: A thread of gevent's thread pool waiting for work: not CPU time (py-spy cannot tell).
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 **params,
             }
             loadgen_log = workdir / "loadgen.log"
-            command = pinned(["node", str(LOADGEN), json.dumps(config)], LOADGEN_CPU if pin else None)
+            command = pinned(["node", *NODE_FLAGS, str(LOADGEN), json.dumps(config)], LOADGEN_CPU if pin else None)
             with loadgen_log.open("wb") as log:
                 loadgen = subprocess.Popen(
                     command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, preexec_fn=raise_nofile

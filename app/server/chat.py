@@ -296,6 +296,7 @@ class ChatServer:
         for client in list(self.clients.values()):
             now.add(client)
         last, self._reported = self._reported, now
+        metrics.publish_latencies()
         metrics.MESSAGES_IN.inc(now.msgs_in - last.msgs_in)
         metrics.MESSAGES_OUT.inc(now.msgs_out - last.msgs_out)
         metrics.BYTES_IN.inc(now.bytes_in - last.bytes_in)
