@@ -492,38 +492,48 @@ async function rooms(config) {
   // the same latencies by the second they were sent in: a pause of the whole machine
   // (tens of ms, now and then, on a virtual machine) spoils one second, not all of them
   const perSecond = Array.from({ length: Math.ceil(config.seconds) }, () => new Samples(n * rate * 2 * roomSize));
-  let start = 0;
+  const warmup = (config.warmup ?? 0) * 1000;
+  let start = Infinity; // the measured phase: messages sent from then on, for config.seconds
   let delivered = 0;
   onChat = (client, buf) => {
-    if (!parseText(buf)) return;
+    if (!parseText(buf) || parsed.t < start) return; // sent during the warm-up
     delivered++;
     const latency = now() - parsed.t;
     samples.add(latency);
     const second = perSecond[Math.floor((parsed.t - start) / 1000)];
     if (second) second.add(latency);
   };
-  const total = Math.round(n * rate * config.seconds);
+  // The same traffic during the warm-up as after (the first messages of each room and
+  // client pay for what is set up once), then collect the garbage before measuring.
   const period = 1000 / rate; // each client sends every `period` ms; send k is client k % n at k/n periods
-  let sent = 0;
-  let maxLagMs = 0;
+  const traffic = async (ms, count) => {
+    let sent = 0;
+    let lag = 0;
+    const begin = now();
+    await new Promise((resolve) => {
+      const tick = () => {
+        const elapsed = now() - begin;
+        const due = Math.min(count ?? Infinity, Math.floor((elapsed * n) / period) + 1);
+        for (; sent < due && elapsed < ms; sent++) {
+          lag = Math.max(lag, elapsed - (sent * period) / n);
+          const client = clients[sent % n];
+          client.ws.send(sayFrame(roomOf(client.index), sent, textBytes));
+        }
+        if (sent >= count || elapsed >= ms) resolve();
+        else setTimeout(tick, 1);
+      };
+      tick();
+    });
+    return lag;
+  };
+  if (warmup > 0) await traffic(warmup);
+  await sleep(50); // the warm-up's last deliveries
+  const total = Math.round(n * rate * config.seconds);
   collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
   start = now();
-  await new Promise((resolve) => {
-    const tick = () => {
-      const elapsed = now() - start;
-      const due = Math.min(total, Math.floor((elapsed * n) / period) + 1);
-      for (; sent < due; sent++) {
-        maxLagMs = Math.max(maxLagMs, elapsed - (sent * period) / n);
-        const client = clients[sent % n];
-        client.ws.send(sayFrame(roomOf(client.index), sent, textBytes));
-      }
-      if (sent >= total) resolve();
-      else setTimeout(tick, 1);
-    };
-    tick();
-  });
+  const maxLagMs = await traffic(Infinity, total);
   const expected = total * roomSize;
   await waitUntil(() => delivered >= expected, config.drain * 1000);
   const phase = meter.stop();

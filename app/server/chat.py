@@ -41,6 +41,8 @@ Authenticate = Callable[[Request], "Identity | None"]
 WS_PATH = "/ws"
 #: Seconds between reports of the connections' counters to the metrics.
 METRICS_INTERVAL = 1.0
+#: Clients summed between two turns of the event loop: summing 2,000 at once held messages up for 1 to 2 ms.
+METRICS_CHUNK = 250
 #: Seconds between log lines about connections refused over a limit (a flood is one line, not thousands).
 REFUSALS_LOG_INTERVAL = 10.0
 
@@ -293,8 +295,12 @@ class ChatServer:
     def report_metrics(self) -> None:
         now = _Counts()
         now.merge(self._gone)
-        for client in list(self.clients.values()):
-            now.add(client)
+        clients = list(self.clients.values())
+        for start in range(0, len(clients), METRICS_CHUNK):
+            if start:
+                gevent.sleep(0.001)  # a timer: the loop polls for I/O in between (sleep(0) would not)
+            for client in clients[start : start + METRICS_CHUNK]:
+                now.add(client)
         last, self._reported = self._reported, now
         metrics.publish_latencies()
         metrics.MESSAGES_IN.inc(now.msgs_in - last.msgs_in)
