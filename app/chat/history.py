@@ -4,30 +4,34 @@ Theory of operation
 -------------------
 :meth:`SQLiteHistory.submit` gives a message the next id of its room at once,
 in memory, and queues it. One *flusher* greenlet, woken once per turn of the
-event loop, takes everything queued (up to ``batch_size``) as a batch and
-writes it in one transaction (``BEGIN IMMEDIATE``, ``executemany(INSERT)``,
-``COMMIT``). Only one batch is in flight at a time, so commit order is id
-order. Once the commit returned, the flusher calls each message's
-``on_stored`` in submission order, hence in id order within a room; a message
-is acknowledged only after its ``COMMIT`` returned, so a caller that
-broadcasts from ``on_stored`` never shows a message that could be lost.
+event loop, takes what is queued (up to ``batch_size``; ``inline_rows`` with
+``synchronous=NORMAL``, below) as a batch and writes it in one transaction
+(``BEGIN IMMEDIATE``, ``executemany(INSERT)``, ``COMMIT``). Only one batch is
+in flight at a time, so commit order is id order. Once the commit returned,
+the flusher calls each message's ``on_stored`` in submission order, hence in
+id order within a room; a message is acknowledged only after its ``COMMIT``
+returned, so a caller that broadcasts from ``on_stored`` never shows a message
+that could be lost.
 
 Where the commit runs depends on whether it could fsync or wait:
 
 - With ``synchronous=NORMAL`` a WAL commit appends to the WAL and does not
-  fsync: tens of µs of CPU (10 to 20 µs a row). So a batch of at most
-  ``inline_rows`` messages is committed **inline**, in the flusher greenlet
-  on the hub. That spares what a thread costs before any message of the
-  batch can be broadcast: the hand-off, the GIL hand-overs (each up to the
-  5 ms switch interval while the hub is busy) and the wake-up of the hub.
-  A burst that arrives in one loop turn is still one transaction.
+  fsync: tens of µs of CPU (10 to 20 µs a row). So batches are committed
+  **inline**, in the flusher greenlet on the hub. That spares what a thread
+  costs before any message of the batch can be broadcast: the hand-off, the
+  GIL hand-overs (each up to the 5 ms switch interval while the hub is busy)
+  and the wake-up of the hub. A batch is then at most ``inline_rows``
+  messages, and the flusher yields between two batches: a burst (the
+  clients' messages held up by a pause of the machine, then all readable at
+  once) is committed and broadcast ``inline_rows`` messages at a time, so
+  its first messages go out while the last are still being committed,
+  instead of every one waiting for the whole burst.
 - On a real OS thread of a one-thread :class:`gevent.threadpool.ThreadPool`
   (the *writer thread*), so the hub never waits: every commit with
   ``synchronous=FULL`` (each fsyncs the WAL; SQLite checkpoints there on its
-  own, as usual); a batch above ``inline_rows`` rows (a backlog); a batch
-  that found the write lock taken by another connection (the inline attempt
-  never waits for a lock; the thread waits up to :data:`BUSY_TIMEOUT`); and
-  the commit that restarts the WAL, below.
+  own, as usual); a batch that found the write lock taken by another
+  connection (the inline attempt never waits for a lock; the thread waits up
+  to :data:`BUSY_TIMEOUT`); and the commit that restarts the WAL, below.
 
 Checkpoints, with ``synchronous=NORMAL``, never run on the hub: SQLite's
 automatic checkpoint is off on the writer's connection. After every
@@ -102,8 +106,8 @@ TAIL_SIZE = 50
 TAIL_ROOMS = 1024
 #: Seconds a write waits for a lock held by another connection before failing.
 BUSY_TIMEOUT = 5.0
-#: With synchronous=NORMAL: the largest batch committed inline, on the hub (10 to 20 µs a row).
-INLINE_ROWS = 256
+#: With synchronous=NORMAL: the largest batch, committed inline on the hub (10 to 20 µs a row), then broadcast.
+INLINE_ROWS = 32
 #: With synchronous=NORMAL: rows committed between checkpoints (about a page each in the WAL).
 CHECKPOINT_ROWS = 10_000
 #: Checkpoint passes while inline commits go on; each catches up on the frames added during the last.
@@ -222,7 +226,7 @@ class SQLiteHistory:
     #: Storing does not deliver: the service publishes once ``on_stored`` ran.
     publishes = False
 
-    #: With synchronous=NORMAL: the largest batch committed inline, on the hub.
+    #: With synchronous=NORMAL: the largest batch, committed inline on the hub.
     inline_rows = INLINE_ROWS
     #: With synchronous=NORMAL: rows committed between checkpoints.
     checkpoint_rows = CHECKPOINT_ROWS
@@ -442,9 +446,12 @@ class SQLiteHistory:
             finally:
                 self._in_flight_from = None
             self._release_waiters()
+            if self._queue:
+                gevent.sleep(0)  # a burst: this batch's broadcast goes out before the next batch
 
     def _take_batch(self) -> list[_Pending]:
-        batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
+        limit = min(self.batch_size, self.inline_rows) if self._inline else self.batch_size
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
         self._release_slots(batch)
         return batch
 
@@ -481,13 +488,13 @@ class SQLiteHistory:
             self._report_checkpoint(checkpointing.get())
             self._release_pin()
             self._restart_due = True
-        if not self._restart_due and len(rows) <= self.inline_rows:
+        if not self._restart_due:
             outcome = _write_inline(self._writer, rows)
             if outcome is not _Locked.LOCKED:
                 self._committed(len(rows), outcome)
                 return outcome
-        # Restarting the WAL (fsync), a large batch, or another connection holds
-        # the write lock: on the writer thread, which may wait.
+        # Restarting the WAL (fsync), or another connection holds the write
+        # lock: on the writer thread, which may wait.
         restart = self._restart_due
         error, failure = self._writer_pool.apply(_write_batch_waiting, (self._writer, rows, restart))
         if error is not None:
