@@ -590,9 +590,10 @@ class SQLiteHistory:
         The last :data:`TAIL_SIZE` messages of recently used rooms come from
         memory, without a trip to the reader thread.
         """
-        if limit <= 0:
-            return []
+        self._check_open()
         acked = self._acked.get(room, 0)
+        if limit <= 0 or acked == 0:
+            return []  # a room without history (all rooms' last ids are known since open)
         cached = self._tail(room, max(0, acked - limit))
         if cached is not None:
             return cached[-limit:]
@@ -604,12 +605,13 @@ class SQLiteHistory:
 
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
         """The first ``limit`` acknowledged messages of the room with an id above ``after_id``, oldest first."""
-        if limit <= 0:
-            return []
+        self._check_open()
+        acked = self._acked.get(room, 0)
+        if limit <= 0 or after_id >= acked:
+            return []  # nothing after it: no trip to the reader thread
         cached = self._tail(room, after_id)
         if cached is not None:
             return cached[:limit]
-        acked = self._acked.get(room, 0)
         return [StoredMessage(*row) for row in self._read(SELECT_SINCE, (room, after_id, acked, limit))]
 
     def last_id(self, room: str) -> int:

@@ -272,6 +272,25 @@ def test_the_last_messages_of_a_busy_room_come_from_memory(history: SQLiteHistor
     assert history.reads == reads + 1  # older than the tail: from the database
 
 
+def test_a_room_without_history_and_a_caught_up_since_are_answered_without_a_read(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    for i in range(3):
+        first.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    first.close()
+    second = SQLiteHistory(db_path)  # the tail cache is empty: only what open() read is known
+    second.open()
+    try:
+        reads = second.reads
+        assert second.recent("new-room") == []
+        assert second.since("new-room", 0) == []
+        assert second.since("lobby", 3) == []
+        assert second.reads == reads
+        assert [m.text for m in second.since("lobby", 2)] == ["m2"]  # the database still answers the rest
+    finally:
+        second.close()
+
+
 def test_a_reopened_room_is_read_once_then_served_from_memory(db_path: str) -> None:
     first = SQLiteHistory(db_path)
     first.open()
