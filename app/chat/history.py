@@ -108,6 +108,11 @@ TAIL_ROOMS = 1024
 BUSY_TIMEOUT = 5.0
 #: With synchronous=NORMAL: the largest batch, committed inline on the hub (10 to 20 µs a row), then broadcast.
 INLINE_ROWS = 32
+#: Bytes per database page, for a new database. A commit writes every page it
+#: changed to the WAL, and rows are kept by room: a batch of messages to
+#: different rooms changes a page per message. 1 KiB pages (not SQLite's 4 KiB)
+#: write 2.4 times fewer bytes per message (2.9 KB, not 7) and cost a third less CPU.
+PAGE_SIZE = 1024
 #: With synchronous=NORMAL: rows committed between checkpoints (about a page each in the WAL).
 CHECKPOINT_ROWS = 10_000
 #: Checkpoint passes while inline commits go on; each catches up on the frames added during the last.
@@ -667,6 +672,7 @@ def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[
     # Inline commits never wait for a lock: the thread path sets a busy timeout for itself.
     conn = _connect(path, timeout=0 if inline else BUSY_TIMEOUT)
     try:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new database only; an existing one keeps its own
         (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"cannot use WAL mode (journal_mode is {mode})")

@@ -314,6 +314,23 @@ def test_a_reopened_room_is_read_once_then_served_from_memory(db_path: str) -> N
 # -- durability --------------------------------------------------------------------
 
 
+def test_a_new_database_has_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE earlier (x)")  # created with SQLite's default page size
+        (default_size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    for path, expected in ((tmp_path / "new.db", history_module.PAGE_SIZE), (old, default_size)):
+        store = SQLiteHistory(str(path))
+        store.open()
+        store.submit("lobby", "ann", "hi", 1, None, Recorder())
+        store.close()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA page_size").fetchone() == (expected,)
+        conn.close()
+    assert default_size != history_module.PAGE_SIZE
+
+
 def test_reopening_keeps_history_and_continues_ids(db_path: str) -> None:
     first = SQLiteHistory(db_path)
     first.open()
