@@ -96,7 +96,9 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-__all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage"]
+from .protocol import compact_json
+
+__all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage", "message_json_around_id"]
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,26 @@ class StoredMessage:
             event["ref"] = self.ref
         return event
 
+    def json_text(self) -> str:
+        """:meth:`to_json` as the wire's JSON, written out directly: once per message broadcast or replayed."""
+        head, tail = message_json_around_id(self.room, self.nick, self.text, self.ts, self.ref)
+        return f"{head}{self.id}{tail}"
+
     def row(self) -> Row:
         return (self.room, self.id, self.nick, self.text, self.ts, self.ref)
+
+
+def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: str | None) -> tuple[str, str]:
+    """The ``message`` event's JSON (as :meth:`StoredMessage.to_json`, compact), split where the id goes.
+
+    Four strings quoted and the rest laid out, instead of a dict built and walked by the
+    encoder: a third of the cost. Redis's store script puts the id in between itself.
+    """
+    head = f'{{"type":"message","room":{compact_json(room)},"id":'
+    tail = f',"from":{compact_json(nick)},"text":{compact_json(text)},"ts":{ts}'
+    if ref is not None:
+        tail += f',"ref":{compact_json(ref)}'
+    return head, tail + "}"
 
 
 class HistoryError(Exception):

@@ -21,6 +21,7 @@ __all__ = [
     "ListRooms",
     "Outgoing",
     "Say",
+    "compact_json",
     "parse_command",
     "valid_nick",
 ]
@@ -134,6 +135,15 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
     raise ChatError("unknown_type", f"unknown type {str(kind)[:32]!r}", ref)
 
 
+#: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as the wire's JSON: no spaces, non-ASCII characters kept as they are."""
+    return _COMPACT.encode(value)
+
+
 class Outgoing:
     """An event encoded once as UTF-8 JSON, with room for the transport's framing.
 
@@ -151,4 +161,4 @@ class Outgoing:
     @classmethod
     def of(cls, event: dict[str, Any]) -> Outgoing:
         """Encode ``event`` compactly."""
-        return cls(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        return cls(_COMPACT.encode(event).encode())

@@ -48,7 +48,7 @@ from gevent.event import Event
 from app import metrics
 
 from .broker import Command, Deliver, LocalBroker, Presence
-from .protocol import Outgoing
+from .protocol import Outgoing, compact_json
 from .redis_history import event_header
 from .redis_link import UNREACHABLE, RedisLink
 
@@ -259,7 +259,9 @@ class RedisBroker(LocalBroker):
     def _write_registry(self) -> None:
         """Refresh this node's heartbeat and rewrite its client list."""
         clients_key = self.link.key("clients", self.node)
-        entries = {conn_id: _dumps({**describe(), "node": self.node}) for conn_id, describe in self._describers.items()}
+        entries = {
+            conn_id: compact_json({**describe(), "node": self.node}) for conn_id, describe in self._describers.items()
+        }
         with self.link.client.pipeline() as pipe:  # MULTI: the list is never seen half-written
             pipe.zadd(self.link.key("nodes"), {self.node: time.time() + NODE_TTL})
             pipe.delete(clients_key)
@@ -295,7 +297,7 @@ class RedisBroker(LocalBroker):
         self._describers[member.conn_id] = describe
         self._local_nicks.setdefault(member.nick, {})[member.conn_id] = member.session_id
         self._touched_nicks.add(member.nick)
-        entry = _dumps({**describe(), "node": self.node})
+        entry = compact_json({**describe(), "node": self.node})
         if self.link.up:
             try:
                 with self.link.client.pipeline(transaction=False) as pipe:
@@ -325,7 +327,7 @@ class RedisBroker(LocalBroker):
         """Rewrite one client's registry entry (its rooms changed)."""
         describe = self._describers.get(conn_id)
         if describe is not None:
-            entry = _dumps({**describe(), "node": self.node})
+            entry = compact_json({**describe(), "node": self.node})
             self._try(self.link.client.hset, self.link.key("clients", self.node), conn_id, entry)
 
     def nick_taken(self, nick: str, session_id: str) -> bool:
@@ -397,7 +399,3 @@ class RedisBroker(LocalBroker):
     def _live_nodes(self) -> list[str]:
         nodes = self._try(self.link.client.zrangebyscore, self.link.key("nodes"), time.time(), "+inf") or []
         return [node.decode() for node in nodes]
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

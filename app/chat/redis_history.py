@@ -30,7 +30,7 @@ import redis
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from .history import HistoryError, OnStored, StoredMessage
+from .history import HistoryError, OnStored, StoredMessage, message_json_around_id
 from .redis_link import UNREACHABLE, RedisLink
 from .store import HistoryUnavailable
 
@@ -59,10 +59,6 @@ def event_header(room: str | None, exclude_conn: str | None) -> str:
     return f"{room or ''}\n{exclude_conn or ''}\n"
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 class _Pending:
     __slots__ = ("nick", "on_stored", "ref", "room", "text", "ts")
 
@@ -70,12 +66,7 @@ class _Pending:
         self.room, self.nick, self.text, self.ts, self.ref, self.on_stored = room, nick, text, ts, ref, on_stored
 
     def json_around_id(self) -> tuple[str, str]:
-        """The ``message`` event's JSON (as :meth:`StoredMessage.to_json`), split where the id goes."""
-        head = f'{{"type":"message","room":{_compact(self.room)},"id":'
-        tail = f',"from":{_compact(self.nick)},"text":{_compact(self.text)},"ts":{self.ts}'
-        if self.ref is not None:
-            tail += f',"ref":{_compact(self.ref)}'
-        return head, tail + "}"
+        return message_json_around_id(self.room, self.nick, self.text, self.ts, self.ref)
 
     def stored(self, message_id: int) -> StoredMessage:
         return StoredMessage(self.room, message_id, self.nick, self.text, self.ts, self.ref)

@@ -28,7 +28,18 @@ from .auth import Identity
 from .broker import Broker
 from .history import HistoryError, StoredMessage
 from .limits import RateLimiter, Verdict
-from .protocol import ChatError, Join, Leave, ListRooms, Outgoing, Say, parse_command, valid_nick, valid_room
+from .protocol import (
+    ChatError,
+    Join,
+    Leave,
+    ListRooms,
+    Outgoing,
+    Say,
+    compact_json,
+    parse_command,
+    valid_nick,
+    valid_room,
+)
 from .rooms import Member, Room, Rooms
 from .store import History, HistoryUnavailable
 
@@ -203,7 +214,7 @@ class ChatService:
 
     def _publish_message(self, message: StoredMessage) -> None:
         if not self.history.publishes:
-            self.broker.publish(message.room, Outgoing.of(message.to_json()), message_id=message.id)
+            self.broker.publish(message.room, Outgoing(message.json_text().encode()), message_id=message.id)
 
     def _join(self, member: Member, command: Join) -> None:
         rooms = self._joined.get(member.conn_id)
@@ -239,15 +250,7 @@ class ChatService:
             # The read saw messages this process has not delivered yet (another
             # process stored them): they are on their way, and must skip this member.
             room.floors[member.conn_id] = last_id
-        joined: dict[str, Any] = {
-            "type": "joined",
-            "room": command.room,
-            "members": nicks,
-            "history": [m.to_json() for m in history],
-        }
-        if truncated:
-            joined["truncated"] = True
-        member.send(Outgoing.of(joined))
+        member.send(_joined(command.room, nicks, history, truncated))
         for message_id, message in kept:
             if message_id is None or message_id > last_id:  # else it is in the history already
                 member.send(message)
@@ -329,7 +332,7 @@ class ChatService:
                 log.warning("catching up on %s failed: %s", name, error)
                 continue
             for message in missed:
-                self._deliver(name, Outgoing.of(message.to_json()), message.id, None)
+                self._deliver(name, Outgoing(message.json_text().encode()), message.id, None)
 
     # -- operators and backends -------------------------------------------------
 
@@ -439,6 +442,14 @@ class ChatService:
         if since is None:
             return self.history.recent(room, limit)
         return self.history.since(room, since, limit)
+
+
+def _joined(room: str, nicks: list[str], history: list[StoredMessage], truncated: bool) -> Outgoing:
+    """The ``joined`` event, its history spliced in as each message's JSON (a replay of 1000 is one join)."""
+    head = compact_json({"type": "joined", "room": room, "members": nicks})
+    messages = ",".join(message.json_text() for message in history)
+    more = ',"truncated":true' if truncated else ""
+    return Outgoing(f'{head[:-1]},"history":[{messages}]{more}}}'.encode())
 
 
 def _not_stored(error: HistoryError, ref: str | None, message: str = "message not stored") -> ChatError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import selectors
@@ -18,6 +19,8 @@ from typing import Any
 
 import gevent
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.chat import history as history_module
 from app.chat.history import HistoryError, SQLiteHistory, StoredMessage
@@ -113,6 +116,22 @@ def test_stored_message_json_has_ref_only_when_given() -> None:
         "ts": 1_700_000_000_000,
     }
     assert StoredMessage("lobby", 7, "ann", "hello", 5, ref="c-1").to_json()["ref"] == "c-1"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    room=st.text(min_size=1),
+    message_id=st.integers(min_value=1, max_value=2**53),
+    nick=st.text(min_size=1),
+    text=st.text(),
+    ts=st.integers(min_value=0, max_value=2**53),
+    ref=st.none() | st.text(),
+)
+def test_a_message_is_written_out_as_the_json_module_encodes_its_event(
+    room: str, message_id: int, nick: str, text: str, ts: int, ref: str | None
+) -> None:
+    message = StoredMessage(room, message_id, nick, text, ts, ref)
+    assert message.json_text() == json.dumps(message.to_json(), ensure_ascii=False, separators=(",", ":"))
 
 
 def test_on_stored_gets_the_message_as_given(history: SQLiteHistory) -> None:
