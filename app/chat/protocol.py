@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Outgoing",
     "Say",
     "compact_json",
+    "json_string",
     "parse_command",
     "valid_nick",
 ]
@@ -137,6 +140,8 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
 
 #: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: A ``str`` as a JSON string, quoted: the C function ``_COMPACT`` itself uses for strings.
+json_string: Callable[[str], str] = encode_basestring
 
 
 def compact_json(value: Any) -> str:
