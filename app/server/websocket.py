@@ -101,6 +101,7 @@ class ServerWebSocket:
         "_abort_timer",
         "_dirty",
         "_drained",
+        "_emptied",
         "_inflight",
         "_pending",
         "_pending_bytes",
@@ -154,6 +155,8 @@ class ServerWebSocket:
         # the raw non-blocking socket under gevent's: writes that must not switch, and reads;
         # or, for wss://, the TLS stream over it, with the same non-blocking contract
         self._raw = tls if tls is not None else getattr(sock, "_sock", sock)
+        # the last read emptied the socket (see _read)
+        self._emptied = False
         # frames offered since the last coalesced write, and whether one is scheduled;
         # the lists exist only while there is something in them (idle clients are many)
         self._queued: list[bytes] | None = None
@@ -217,13 +220,24 @@ class ServerWebSocket:
         self.protocol.receive_data(data)
 
     def _read(self) -> None:
-        """Read what the peer sent into the protocol, waiting until something comes."""
-        while (data := _recv_nowait(self._raw)) is None:
+        """Read what the peer sent into the protocol, waiting until something comes.
+
+        A plain socket that gave less than was asked for is most likely empty
+        now: the next read waits for it to be readable before asking, instead
+        of asking once more for nothing (a system call per chat message).
+        epoll is level-triggered, so had more come meanwhile the wait returns
+        at once. Not so with TLS: the TLS stream may hold records it has
+        decrypted past what one read returns.
+        """
+        data = None if self._emptied else _recv_nowait(self._raw)
+        while data is None:
             try:
                 self._wait_readable()
             except OSError:  # gevent's socket was closed by another greenlet (cancel_wait)
                 data = b""
                 break
+            data = _recv_nowait(self._raw)
+        self._emptied = len(data) < RECV_SIZE and not isinstance(self._raw, TLSStream)
         if data:
             self.bytes_in += len(data)
             self.protocol.receive_data(data)
