@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.chat import history as history_module
-from app.chat.history import HistoryError, SQLiteHistory, StoredMessage
+from app.chat.history import HistoryError, SQLiteHistory, StoredMessage, message_json_around_id
 from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,11 +127,13 @@ def test_stored_message_json_has_ref_only_when_given() -> None:
     ts=st.integers(min_value=0, max_value=2**53),
     ref=st.none() | st.text(),
 )
-def test_a_message_is_written_out_as_the_json_module_encodes_its_event(
+def test_a_message_is_written_out_as_the_json_module_encodes_its_event_before_and_after_its_id_is_known(
     room: str, message_id: int, nick: str, text: str, ts: int, ref: str | None
 ) -> None:
     message = StoredMessage(room, message_id, nick, text, ts, ref)
     assert message.json_text() == json.dumps(message.to_json(), ensure_ascii=False, separators=(",", ":"))
+    head, tail = message_json_around_id(room, nick, text, ts, ref)  # what Redis's store script completes
+    assert f"{head}{message_id}{tail}" == message.json_text()
 
 
 def test_on_stored_gets_the_message_as_given(history: SQLiteHistory) -> None:
