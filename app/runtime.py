@@ -57,10 +57,10 @@ def start_chat(app: Flask, web_urls: Iterable[str]) -> ChatServer:
         allowed_origins=settings.origins or web_origins(web_urls),
         listener=listener,
     )
-    # What exists now (modules, the app, templates: some 100,000 objects) is
+    # What exists now (modules, the app, templates: some 40,000 objects) is
     # never garbage. Frozen, a full collection no longer walks it on every
-    # pass, which is a pause of tens of milliseconds for every client's
-    # messages on a busy server.
+    # pass: with 2,000 clients such a pass held every message up for 15 to
+    # 40 ms on the benchmark's machine.
     gc.freeze()
     server.start()
     if not settings.ws_public_url:

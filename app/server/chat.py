@@ -42,8 +42,8 @@ WS_PATH = "/ws"
 #: Seconds between reports of the connections' counters to the metrics.
 METRICS_INTERVAL = 1.0
 #: Clients visited between two turns of the event loop by a pass over all of them (metrics,
-#: keepalive): summing 2,000 at once held messages up for 1 to 2 ms, and pinging 10,000 at
-#: once (all connected within one keepalive tick) would for 50.
+#: keepalive, idle check): summing 2,000 at once held messages up for 1 to 2 ms, and a
+#: keepalive pass pings every client that connected within the same tick.
 TURN_CLIENTS = 250
 #: Seconds between log lines about connections refused over a limit (a flood is one line, not thousands).
 REFUSALS_LOG_INTERVAL = 10.0
