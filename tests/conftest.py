@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def end_process(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to a process we started, if it still runs; SIGKILL it after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def scaled(seconds: float) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from app import create_app
 from app.config import Settings
 
-from .conftest import scaled
+from .conftest import end_process, scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,12 +88,7 @@ def test_gunicorn_serves_the_app_with_the_gevent_worker(tmp_path: Path) -> None:
             assert response.status == 200
             assert response.read() == b'{"status":"ok"}\n'
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=scaled(15))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, scaled(15))
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -35,7 +35,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from tests.conftest import scaled
+from tests.conftest import end_process, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,15 +166,9 @@ class ChatServer:
         margin) before SIGKILL. Returns the master's exit status.
         """
         timeout = scaled(15) if timeout is None else timeout
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            if sig == signal.SIGKILL and self.worker_pid:
-                kill_worker(self.worker_pid)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        if sig == signal.SIGKILL and self.worker_pid and self.process.poll() is None:
+            kill_worker(self.worker_pid)
+        end_process(self.process, timeout, sig)
         if self.worker_pid and not wait_gone(self.worker_pid, timeout):
             kill_worker(self.worker_pid)
             wait_gone(self.worker_pid, timeout)

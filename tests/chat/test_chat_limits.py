@@ -34,6 +34,21 @@ from .test_chat_lifecycle import read_until_closed
 from .test_faults import worker_rss
 
 
+def ws_path(chat: ChatServer, nick: str) -> str:
+    """The WebSocket path and query (token included) of a new session for ``nick``."""
+    url = urlsplit(session(chat, nick)["ws_url"])
+    return f"{url.path}?{url.query}"
+
+
+def open_raw_websocket(chat: ChatServer, path: str) -> socket.socket:
+    """A socket past a successful opening handshake, left open (it holds a connection slot)."""
+    sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
+    sock.sendall(handshake_request(path))
+    status, head, _ = read_response_head(sock)
+    assert status == 101, head
+    return sock
+
+
 def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
     tmp_path: Path, start_chat: Callable[..., ChatServer]
 ) -> None:
@@ -121,14 +136,9 @@ def test_ten_thousand_connections_against_a_limit_of_a_thousand_are_refused_clea
     steady, _ = connect(chat, fresh_nick("steady"))
     try:
         join(steady, room)
-        url = urlsplit(session(chat, fresh_nick("many"))["ws_url"])
-        path = f"{url.path}?{url.query}"
+        path = ws_path(chat, fresh_nick("many"))
         while len(held) < 999:  # fill up to the limit with real, open WebSockets
-            sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
-            sock.sendall(handshake_request(path))
-            status, head, _ = read_response_head(sock)
-            assert status == 101, head
-            held.append(sock)
+            held.append(open_raw_websocket(chat, path))
         refused = Counter()
         before = worker_rss(chat)
         for _ in range(10_000 - 1000):
@@ -155,15 +165,11 @@ def test_one_address_may_hold_a_limited_number_of_connections(
     tmp_path: Path, start_chat: Callable[..., ChatServer]
 ) -> None:
     chat = start_chat(tmp_path, CHAT_MAX_CONNECTIONS_PER_ADDRESS=5)
-    url = urlsplit(session(chat, fresh_nick("tabs"))["ws_url"])
-    path = f"{url.path}?{url.query}"
+    path = ws_path(chat, fresh_nick("tabs"))
     held = []
     try:
         for _ in range(5):
-            sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
-            sock.sendall(handshake_request(path))
-            assert read_response_head(sock)[0] == 101
-            held.append(sock)
+            held.append(open_raw_websocket(chat, path))
         status, body = raw_handshake(chat.ws_port, path)
         assert status == 429
         assert b"too many connections from your address" in body

@@ -433,6 +433,7 @@ def two_workers(directory: Path, prefix: str) -> Iterator[ChatServer]:
         CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
     )
     process = spawn_gunicorn(log_path, env, "-w", "2")
+    node = ChatServer(process, log_path, directory / "chat.db", ws_port=ws_port)  # worker_pid: two of them, below
     try:
         deadline = time.monotonic() + scaled(30)
         while True:
@@ -442,15 +443,10 @@ def two_workers(directory: Path, prefix: str) -> Iterator[ChatServer]:
                 break
             assert process.poll() is None and time.monotonic() < deadline, text
             time.sleep(0.05)
-        yield ChatServer(process, log_path, directory / "chat.db", int(http.group(1)), ws_port)
+        node.http_port = int(http.group(1))
+        yield node
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        node.stop(timeout=scaled(20))
         for line in log_path.read_text(errors="replace").splitlines():
             if "Booting worker with pid: " in line:
                 pid = int(line.rsplit(":", 1)[1].split()[0])
