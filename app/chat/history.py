@@ -98,7 +98,7 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-from .protocol import json_string
+from .protocol import Ref, json_ref, json_string
 
 __all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage", "message_json_around_id"]
 
@@ -135,12 +135,14 @@ CREATE TABLE IF NOT EXISTS messages (
     nick TEXT NOT NULL,
     text TEXT NOT NULL,
     ts INTEGER NOT NULL,
+    -- the client's ref: a string, or an integer as a BLOB of its decimal digits
+    -- (TEXT affinity would store an integer as a string; SELECT_COLUMNS turns it back)
     ref TEXT,
     PRIMARY KEY (room, id)
 ) WITHOUT ROWID
 """
 INSERT = "INSERT INTO messages (room, id, nick, text, ts, ref) VALUES (?, ?, ?, ?, ?, ?)"
-COLUMNS = "room, id, nick, text, ts, ref"
+COLUMNS = "room, id, nick, text, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS INTEGER) ELSE ref END"
 SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDER BY id DESC LIMIT ?"
 SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
@@ -149,7 +151,7 @@ SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
 PIN_READ = "SELECT 1 FROM messages LIMIT 1"
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
-Row = tuple[str, int, str, str, int, str | None]
+Row = tuple[str, int, str, str, int, str | bytes | int | None]
 
 
 class StoredMessage(NamedTuple):
@@ -167,7 +169,7 @@ class StoredMessage(NamedTuple):
     #: Milliseconds since the epoch, given by the sender's side.
     ts: int
     #: The sender's correlation id, kept so a reconnecting client can match its sends.
-    ref: str | None = None
+    ref: Ref | None = None
 
     def to_json(self) -> dict[str, str | int]:
         """The ``message`` event of the chat protocol; ``ref`` only when there is one."""
@@ -189,22 +191,25 @@ class StoredMessage(NamedTuple):
         Four strings quoted and the rest laid out, instead of a dict built and
         walked by the encoder: an eighth of the cost.
         """
-        ref = "" if self.ref is None else f',"ref":{json_string(self.ref)}'
+        ref = "" if self.ref is None else f',"ref":{json_ref(self.ref)}'
         return (
             f'{{"type":"message","room":{json_string(self.room)},"id":{self.id},"from":{json_string(self.nick)},'
             f'"text":{json_string(self.text)},"ts":{self.ts}{ref}}}'
         )
 
     def row(self) -> Row:
+        """The row to insert: the message itself, an integer ref as a BLOB (see SCHEMA)."""
+        if type(self.ref) is int:
+            return (*self[:5], str(self.ref).encode())
         return self
 
 
-def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: str | None) -> tuple[str, str]:
+def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: Ref | None) -> tuple[str, str]:
     """:meth:`StoredMessage.json_text` before the id is known, split where it goes (Redis's store script puts it)."""
     head = f'{{"type":"message","room":{json_string(room)},"id":'
     tail = f',"from":{json_string(nick)},"text":{json_string(text)},"ts":{ts}'
     if ref is not None:
-        tail += f',"ref":{json_string(ref)}'
+        tail += f',"ref":{json_ref(ref)}'
     return head, tail + "}"
 
 
@@ -395,7 +400,7 @@ class SQLiteHistory:
 
     # -- writing ------------------------------------------------------------
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> int:
+    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> int:
         """Give the message the room's next id and queue it; ``on_stored`` reports the commit.
 
         Returns the id at once. ``on_stored`` is called later, from the

@@ -22,8 +22,10 @@ __all__ = [
     "Leave",
     "ListRooms",
     "Outgoing",
+    "Ref",
     "Say",
     "compact_json",
+    "json_ref",
     "json_string",
     "parse_command",
     "valid_nick",
@@ -31,13 +33,19 @@ __all__ = [
 
 ROOM_NAME = re.compile(r"[\w.-]{1,64}\Z")
 MAX_REF_LENGTH = 64
+#: Integer refs round-trip through a JavaScript number only up to 2**53 - 1 (Number.MAX_SAFE_INTEGER).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+#: A client's correlation id: a string (at most 64 characters) or an integer
+#: (JSON-RPC ids and Socket.IO ack ids are integers); sent back as it came.
+Ref = str | int
 MAX_NICK_LENGTH = 32
 
 
 class ChatError(Exception):
     """A request the server refuses; the client gets ``{"type":"error", code, message, ref?}``."""
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    def __init__(self, code: str, message: str, ref: Ref | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -54,25 +62,25 @@ class ChatError(Exception):
 class Join:
     room: str
     since: int | None = None
-    ref: str | None = None
+    ref: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Say:
     room: str
     text: str
-    ref: str | None = None
+    ref: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Leave:
     room: str
-    ref: str | None = None
+    ref: Ref | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ListRooms:
-    ref: str | None = None
+    ref: Ref | None = None
 
 
 Command = Join | Say | Leave | ListRooms
@@ -83,12 +91,19 @@ def valid_nick(nick: object) -> bool:
     return isinstance(nick, str) and 1 <= len(nick) <= MAX_NICK_LENGTH and nick.isprintable() and nick == nick.strip()
 
 
+def valid_ref(ref: object) -> bool:
+    """A string of at most 64 characters, or an integer (not a boolean) a JavaScript number holds exactly."""
+    if type(ref) is int:
+        return -MAX_SAFE_INTEGER <= ref <= MAX_SAFE_INTEGER
+    return isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH
+
+
 def valid_room(room: object) -> bool:
     """Room names match ``^[\\w.-]{1,64}$``."""
     return isinstance(room, str) and ROOM_NAME.match(room) is not None
 
 
-def _room(obj: dict[str, Any], ref: str | None) -> str:
+def _room(obj: dict[str, Any], ref: Ref | None) -> str:
     if "room" not in obj:
         raise ChatError("missing_field", "room is required", ref)
     room = obj["room"]
@@ -108,8 +123,11 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
     if not isinstance(obj, dict):
         raise ChatError("invalid_json", "messages are JSON objects")
     ref = obj.get("ref")
-    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
-        raise ChatError("invalid_field", f"ref must be a string of at most {MAX_REF_LENGTH} characters")
+    if ref is not None and not valid_ref(ref):
+        raise ChatError(
+            "invalid_field",
+            f"ref must be a string of at most {MAX_REF_LENGTH} characters or an integer of at most 2**53 - 1",
+        )
     kind = obj.get("type")
     if kind == "say":
         room = _room(obj, ref)
@@ -142,6 +160,11 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 #: A ``str`` as a JSON string, quoted: the C function ``_COMPACT`` itself uses for strings.
 json_string: Callable[[str], str] = encode_basestring
+
+
+def json_ref(ref: Ref) -> str:
+    """A ref as JSON: a string quoted, an integer as its digits."""
+    return json_string(ref) if isinstance(ref, str) else str(ref)
 
 
 def compact_json(value: Any) -> str:

@@ -31,6 +31,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from .history import HistoryError, OnStored, StoredMessage, message_json_around_id
+from .protocol import Ref
 from .redis_link import UNREACHABLE, RedisLink
 from .store import HistoryUnavailable
 
@@ -62,7 +63,7 @@ def event_header(room: str | None, exclude_conn: str | None) -> str:
 class _Pending:
     __slots__ = ("nick", "on_stored", "ref", "room", "text", "ts")
 
-    def __init__(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> None:
+    def __init__(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> None:
         self.room, self.nick, self.text, self.ts, self.ref, self.on_stored = room, nick, text, ts, ref, on_stored
 
     def json_around_id(self) -> tuple[str, str]:
@@ -124,7 +125,7 @@ class RedisHistory:
 
     # -- writing ------------------------------------------------------------
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> None:
+    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> None:
         """Queue a message; ``on_stored`` gets it once appended and published, or an error."""
         if not self._open:
             raise HistoryError("history is closed")

@@ -34,6 +34,7 @@ from .protocol import (
     Leave,
     ListRooms,
     Outgoing,
+    Ref,
     Say,
     compact_json,
     parse_command,
@@ -452,7 +453,7 @@ def _joined(room: str, nicks: list[str], history: list[StoredMessage], truncated
     return Outgoing(f'{head[:-1]},"history":[{messages}]{more}}}'.encode())
 
 
-def _not_stored(error: HistoryError, ref: str | None, message: str = "message not stored") -> ChatError:
+def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:
     """The client's error for a failed store: ``degraded`` while the shared store is unreachable."""
     if isinstance(error, HistoryUnavailable):
         return ChatError("degraded", f"{message}: the chat's shared store is unreachable, try again shortly", ref)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .history import HistoryError, OnStored, StoredMessage
+from .protocol import Ref
 
 __all__ = ["History", "HistoryUnavailable"]
 
@@ -32,7 +33,7 @@ class History(Protocol):
 
     def close(self) -> None: ...
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: str | None, on_stored: OnStored) -> object:
+    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> object:
         """Queue a message; ``on_stored`` gets the :class:`StoredMessage` once durable, or a :class:`HistoryError`."""
 
     def flush(self) -> None: ...

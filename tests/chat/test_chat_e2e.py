@@ -175,6 +175,26 @@ class TestSay:
         for ws in (ben, cid):
             assert summary(recv_until(ws, is_message(room))) == summary(ack)
 
+    def test_a_ref_comes_back_as_it_was_sent_string_or_integer(self, chat: ChatServer, client: Client) -> None:
+        room = fresh_room()
+        (ann, _), (ben, _) = client(), client()
+        join(ann, room)
+        join(ben, room)
+        sent = []
+        for ref in [7, "7", 0, -(2**53) + 1, 2**53 - 1, "rpc-1"]:  # JSON-RPC ids and Socket.IO acks are integers
+            send_json(ann, {"type": "say", "room": room, "text": f"ref {ref!r}", "ref": ref})
+            echo = recv_until(ann, lambda m, ref=ref: is_message(room)(m) and m.get("ref") == ref)
+            assert type(echo["ref"]) is type(ref), echo
+            sent.append(echo)
+        assert [recv_until(ben, is_message(room)) for _ in sent] == sent, "every member sees the ref as sent"
+        (late, _) = client()
+        replayed = join(late, room)["history"]
+        assert [(m["ref"], type(m["ref"])) for m in replayed] == [(m["ref"], type(m["ref"])) for m in sent]
+        status, body = get_json(chat, f"/api/rooms/{room}/messages")
+        assert status == 200, body
+        assert [m["ref"] for m in body["messages"]] == [m["ref"] for m in sent]
+        assert [type(m["ref"]) for m in body["messages"]] == [type(m["ref"]) for m in sent]
+
     def test_ids_increase_by_one_whoever_sends(self, client: Client) -> None:
         room = fresh_room()
         (ann, _), (ben, _) = client(), client()

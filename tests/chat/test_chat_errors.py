@@ -87,7 +87,7 @@ def assert_still_open(ws: ClientConnection, room: str) -> None:
 
 # (id, request built from (room joined, room not joined), expected code, ref expected back)
 Build = Callable[[str, str], Any]
-ERRORS: list[tuple[str, Build, str, str | None]] = [
+ERRORS: list[tuple[str, Build, str, str | int | None]] = [
     ("text-not-json", lambda r, o: "not json", "invalid_json", None),
     ("truncated-json", lambda r, o: '{"type": "rooms"', "invalid_json", None),
     ("empty-text-frame", lambda r, o: "", "invalid_json", None),
@@ -106,7 +106,10 @@ ERRORS: list[tuple[str, Build, str, str | None]] = [
     ("since-a-boolean", lambda r, o: {"type": "join", "room": o, "since": True, "ref": "i4"}, "invalid_field", "i4"),
     ("text-not-a-string", lambda r, o: {"type": "say", "room": r, "text": 5, "ref": "i5"}, "invalid_field", "i5"),
     ("room-not-a-string", lambda r, o: {"type": "join", "room": 5, "ref": "i6"}, "invalid_field", "i6"),
-    ("ref-not-a-string", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": 5}, "invalid_field", None),
+    ("ref-a-float", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": 5.5}, "invalid_field", None),
+    ("ref-a-boolean", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": True}, "invalid_field", None),
+    ("ref-an-object", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": {"id": 1}}, "invalid_field", None),
+    ("ref-past-2-53", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": 2**53}, "invalid_field", None),
     ("ref-too-long", lambda r, o: {"type": "say", "room": r, "text": "hi", "ref": "x" * 65}, "invalid_field", None),
     ("room-with-space", lambda r, o: {"type": "join", "room": "bad room", "ref": "n1"}, "invalid_room", "n1"),
     ("room-empty", lambda r, o: {"type": "join", "room": "", "ref": "n2"}, "invalid_room", "n2"),
@@ -118,12 +121,15 @@ ERRORS: list[tuple[str, Build, str, str | None]] = [
     ("say-not-joined", lambda r, o: {"type": "say", "room": o, "text": "hi", "ref": "j1"}, "not_joined", "j1"),
     ("leave-not-joined", lambda r, o: {"type": "leave", "room": o, "ref": "j2"}, "not_joined", "j2"),
     ("join-twice", lambda r, o: {"type": "join", "room": r, "ref": "a1"}, "already_joined", "a1"),
+    ("integer-ref-comes-back", lambda r, o: {"type": "leave", "room": o, "ref": 17}, "not_joined", 17),
+    ("integer-ref-zero", lambda r, o: {"type": "say", "room": r, "text": "", "ref": 0}, "empty_text", 0),
+    ("integer-ref-negative", lambda r, o: {"type": "bogus", "ref": -3}, "unknown_type", -3),
 ]
 
 
 @pytest.mark.parametrize(("build", "code", "ref"), [pytest.param(*case[1:], id=case[0]) for case in ERRORS])
 def test_bad_request_gets_an_error_and_the_connection_stays_open(
-    member: tuple[ClientConnection, str], build: Build, code: str, ref: str | None
+    member: tuple[ClientConnection, str], build: Build, code: str, ref: str | int | None
 ) -> None:
     ws, room = member
     request = build(room, fresh_room("other"))
@@ -134,7 +140,9 @@ def test_bad_request_gets_an_error_and_the_connection_stays_open(
     assert error["code"] == code, error
     assert isinstance(error.get("message"), str) and error["message"]
     if ref is not None:
-        assert error.get("ref") == ref, error
+        assert error.get("ref") == ref and type(error["ref"]) is type(ref), error
+    else:
+        assert "ref" not in error, error
     assert_still_open(ws, room)
 
 

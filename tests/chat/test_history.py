@@ -125,15 +125,31 @@ def test_stored_message_json_has_ref_only_when_given() -> None:
     nick=st.text(min_size=1),
     text=st.text(),
     ts=st.integers(min_value=0, max_value=2**53),
-    ref=st.none() | st.text(),
+    ref=st.none() | st.text() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
 )
 def test_a_message_is_written_out_as_the_json_module_encodes_its_event_before_and_after_its_id_is_known(
-    room: str, message_id: int, nick: str, text: str, ts: int, ref: str | None
+    room: str, message_id: int, nick: str, text: str, ts: int, ref: str | int | None
 ) -> None:
     message = StoredMessage(room, message_id, nick, text, ts, ref)
     assert message.json_text() == json.dumps(message.to_json(), ensure_ascii=False, separators=(",", ":"))
     head, tail = message_json_around_id(room, nick, text, ts, ref)  # what Redis's store script completes
     assert f"{head}{message_id}{tail}" == message.json_text()
+
+
+def test_string_and_integer_refs_come_back_from_the_database_with_their_type(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    for ref in ["42", 42, -7, 2**53 - 1, None, ""]:
+        first.submit("a", "ann", "text", 1, ref, Recorder())
+    first.close()
+
+    second = SQLiteHistory(db_path)  # a new process: nothing from memory, every row read back
+    second.open()
+    refs = [m.ref for m in second.since("a", 0)]
+    assert refs == ["42", 42, -7, 2**53 - 1, None, ""]
+    assert [type(ref) for ref in refs] == [str, int, int, int, type(None), str]
+    assert [m.ref for m in second.recent("a", 3)] == [2**53 - 1, None, ""]
+    second.close()
 
 
 def test_on_stored_gets_the_message_as_given(history: SQLiteHistory) -> None:
