@@ -17,6 +17,11 @@ Shared state, each node writing only its own part:
   refreshes it every :data:`HEARTBEAT` seconds; one that stops for
   :data:`NODE_TTL` seconds is dead, and the first live node to notice
   removes its clients (and says they left their rooms).
+  Until then, every answer about presence (the members of a room, the
+  counts, who holds a nick) leaves out the entries of nodes whose heartbeat
+  has expired, as the admin page's list does: a crashed node's clients are
+  gone from all of them at the same moment, :data:`NODE_TTL` seconds after
+  its last heartbeat, whether or not it has been reaped yet.
 - ``prefix:clients:NODE``: a hash, connection id -> the client as the admin
   page shows it, rewritten at each heartbeat.
 - ``prefix:members:ROOM``: a hash, connection id -> nick: presence.
@@ -59,31 +64,55 @@ log = logging.getLogger(__name__)
 #: Seconds between a node's heartbeats, and after which a silent node is dead.
 HEARTBEAT = 5.0
 NODE_TTL = 15.0
+#: Seconds a node's client list outlives its last heartbeat, for the reaper to read.
+REGISTRY_TTL = 86_400
 #: Reconnection backoff, seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 #: Seconds to wait for Redis to confirm a subscription.
 COMMAND_WAIT = 5.0
 
-# KEYS: members hash. ARGV: conn, nick. Returns {nick new in the room (1/0), the room's nicks}.
-JOIN = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local seen, nicks, same = {}, {}, 0
-for _, nick in ipairs(redis.call('HVALS', KEYS[1])) do
-  if nick == ARGV[2] then same = same + 1 end
-  if not seen[nick] then seen[nick] = true; nicks[#nicks + 1] = nick end
+# A room's live members: the fields (``NODE.cN`` -> nick) of a members hash
+# whose node's heartbeat has not expired. KEYS[1]: members hash, KEYS[2]: the
+# nodes' sorted set. ARGV[1]: conn, ARGV[2]: nick, ARGV[3]: now (epoch
+# seconds), ARGV[4]: the calling node (live, even before its first heartbeat).
+LIVE_MEMBERS = """
+local function live_members()
+  local now, live = tonumber(ARGV[3]), {[ARGV[4]] = true}
+  local seen, nicks, same = {}, {}, 0
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    local node = string.match(fields[i], '^(.-)%.') or ''
+    local up = live[node]
+    if up == nil then
+      local expires = redis.call('ZSCORE', KEYS[2], node)
+      up = expires ~= false and tonumber(expires) > now
+      live[node] = up
+    end
+    local nick = fields[i + 1]
+    if up and not seen[nick] then seen[nick] = true; nicks[#nicks + 1] = nick end
+    if up and nick == ARGV[2] then same = same + 1 end
+  end
+  return nicks, same
 end
+"""
+# Returns {nick new in the room (1/0), the room's live nicks}.
+JOIN = (
+    LIVE_MEMBERS
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local nicks, same = live_members()
 return {same == 1 and 1 or 0, nicks}
 """
-# KEYS: members hash. ARGV: conn, nick. Returns {nick gone from the room (1/0), nicks left}.
-LEAVE = """
+)
+# Returns {nick gone from the room (1/0), live nicks left}; {0, -1} if the conn was not there.
+LEAVE = (
+    LIVE_MEMBERS
+    + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {0, -1} end
-local seen, count, same = {}, 0, 0
-for _, nick in ipairs(redis.call('HVALS', KEYS[1])) do
-  if nick == ARGV[2] then same = same + 1 end
-  if not seen[nick] then seen[nick] = true; count = count + 1 end
-end
-return {same == 0 and 1 or 0, count}
+local nicks, same = live_members()
+return {same == 0 and 1 or 0, #nicks}
 """
+)
 
 
 class RedisBroker(LocalBroker):
@@ -267,7 +296,8 @@ class RedisBroker(LocalBroker):
             pipe.delete(clients_key)
             if entries:
                 pipe.hset(clients_key, mapping=entries)
-            pipe.expire(clients_key, int(NODE_TTL * 4))
+            # Kept long after the node stops: the reaper reads it to say its clients left.
+            pipe.expire(clients_key, REGISTRY_TTL)
             pipe.execute()
 
     def _reap(self) -> None:
@@ -284,7 +314,9 @@ class RedisBroker(LocalBroker):
                 info = json.loads(raw)
                 self.link.client.hdel(self.link.key("holders", info["nick"]), conn_id)
                 for room in info.get("rooms", ()):
-                    gone, count = self._leave(keys=[self.link.key("members", room)], args=[conn_id, info["nick"]])
+                    gone, count = self._presence_script(self._leave, room, conn_id, info["nick"])
+                    if count < 0:
+                        continue
                     if gone:
                         event = {"type": "presence", "room": room, "nick": info["nick"], "event": "leave"}
                         self.publish(room, Outgoing.of({**event, "count": count}))
@@ -333,14 +365,14 @@ class RedisBroker(LocalBroker):
     def nick_taken(self, nick: str, session_id: str) -> bool:
         if super().nick_taken(nick, session_id):
             return True
-        holders = self._try(self.link.client.hvals, self.link.key("holders", nick)) or []
-        return any(holder.decode() != session_id for holder in holders)
+        holders = self._try(self._live_holders, nick) or {}
+        return any(holder.decode() != session_id for holder in holders.values())
 
     def room_join(self, room: str, member: Presence) -> tuple[bool, list[str]]:
         local = super().room_join(room, member)
         self._local_rooms.setdefault(room, {})[member.conn_id] = member.nick
         self._touched_rooms.add(room)
-        result = self._try(self._join, [self.link.key("members", room)], [member.conn_id, member.nick])
+        result = self._try(self._presence_script, self._join, room, member.conn_id, member.nick)
         self._register(member.conn_id)
         if result is None:
             return local
@@ -353,11 +385,15 @@ class RedisBroker(LocalBroker):
         members.pop(member.conn_id, None)
         if not members:
             self._local_rooms.pop(room, None)
-        result = self._try(self._leave, [self.link.key("members", room)], [member.conn_id, member.nick])
+        result = self._try(self._presence_script, self._leave, room, member.conn_id, member.nick)
         self._register(member.conn_id)
         if result is None or result[1] < 0:
             return local
         return bool(result[0]), int(result[1])
+
+    def _presence_script(self, script: Any, room: str, conn_id: str, nick: str) -> Any:
+        keys = [self.link.key("members", room), self.link.key("nodes")]
+        return script(keys=keys, args=[conn_id, nick, time.time(), self.node])
 
     def room_counts(self, rooms: Iterable[str]) -> dict[str, int]:
         names = list(rooms)
@@ -365,12 +401,32 @@ class RedisBroker(LocalBroker):
             return super().room_counts(names)
         try:
             with self.link.client.pipeline(transaction=False) as pipe:
+                pipe.zrangebyscore(self.link.key("nodes"), time.time(), "+inf")
                 for name in names:
-                    pipe.hvals(self.link.key("members", name))
-                return {name: len(set(nicks)) for name, nicks in zip(names, pipe.execute(), strict=True)}
+                    pipe.hgetall(self.link.key("members", name))
+                live, *rooms_members = pipe.execute()
         except UNREACHABLE as exc:
             self.link.failed(exc)
             return super().room_counts(names)
+        alive = self._alive(live)
+        return {
+            name: len({nick for conn, nick in members.items() if alive(conn)})
+            for name, members in zip(names, rooms_members, strict=True)
+        }
+
+    def _alive(self, live_nodes: Iterable[bytes]) -> Callable[[bytes], bool]:
+        """Whether a connection id (``NODE.cN``) belongs to this node or one of ``live_nodes``."""
+        nodes = {node.decode() for node in live_nodes} | {self.node}
+        return lambda conn: conn.decode().partition(".")[0] in nodes
+
+    def _live_holders(self, nick: str) -> dict[bytes, bytes]:
+        """The connections holding ``nick`` on live nodes (connection id -> session id); {} if unreachable."""
+        with self.link.client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.link.key("nodes"), time.time(), "+inf")
+            pipe.hgetall(self.link.key("holders", nick))
+            live, holders = pipe.execute()
+        alive = self._alive(live)
+        return {conn: session for conn, session in holders.items() if alive(conn)}
 
     def remote_clients(self) -> list[dict[str, Any]]:
         clients: list[dict[str, Any]] = []
@@ -381,7 +437,7 @@ class RedisBroker(LocalBroker):
         return clients
 
     def remote_connections(self, nick: str) -> int:
-        holders = self._try(self.link.client.hkeys, self.link.key("holders", nick)) or []
+        holders = self._try(self._live_holders, nick) or {}
         return sum(1 for conn in holders if not conn.decode().startswith(f"{self.node}."))
 
     def remote_client(self, conn_id: str) -> bool:

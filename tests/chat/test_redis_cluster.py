@@ -377,6 +377,38 @@ def test_a_crashed_nodes_clients_disappear_within_30_seconds(
     ws_b.close_socket()
 
 
+def test_a_crashed_nodes_clients_leave_the_member_lists_as_they_leave_the_admin_list(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
+    room, alice, bob = fresh_room(), fresh_nick("alice"), fresh_nick("bob")
+    ws_b, hello_b = connect_to(b, bob)
+    join(ws_b, room)
+    ws_a, _ = connect_to(a, alice)
+    with ws_a:
+        assert join(ws_a, room)["members"] == sorted([alice, bob])
+        send_json(ws_a, {"type": "leave", "room": room})
+        recv_until(ws_a, lambda m: m.get("type") == "left")
+        b.stop(signal.SIGKILL)  # no goodbye: the heartbeat stops
+        crashed_at = time.monotonic()
+
+        def in_admin_list() -> bool:
+            status, body = admin(a, "/clients")
+            assert status == 200, body
+            return hello_b["conn"] in {client["id"] for client in body["clients"]}
+
+        wait_for(lambda: not in_admin_list(), scaled(30), "the admin list to drop the crashed node's client")
+        assert time.monotonic() - crashed_at < 30
+        # From the moment the admin list drops it, no answer lists it any more:
+        # not the members of a join, not the room list, not the nick's holders.
+        assert join(ws_a, room)["members"] == [alice]
+        status, body = http_request(a.http + "/api/rooms")[:2]
+        assert {"name": room, "members": 1} in body["rooms"]
+        status, body = post_session(a, {"nick": bob})
+        assert status == 200, body
+    ws_b.close_socket()
+
+
 # -- Redis goes away and comes back ---------------------------------------------------------------------------------
 
 
