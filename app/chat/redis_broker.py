@@ -137,21 +137,32 @@ class RedisBroker(LocalBroker):
     # -- life cycle ---------------------------------------------------------
 
     def start(self, deliver: Deliver, command: Command, resync: Callable[[], None]) -> None:
-        """Load the bans, subscribe, start the heartbeat; fails if Redis cannot be reached."""
+        """Subscribe and start the heartbeat; the bans are loaded once subscribed.
+
+        Redis need not answer yet (an orchestrator may start it second): the
+        node then serves degraded (see the module docstring) and the
+        subscriber connects, with backoff, once Redis answers.
+        """
         super().start(deliver, command, resync)
         self._resync = resync
         try:
-            bans = self.link.client.hgetall(self.link.key("bans"))
+            self.link.client.ping()
         except UNREACHABLE as exc:
-            raise RuntimeError(f"cannot reach redis at {self.link.url}: {exc}") from exc
-        now = time.time()
-        for nick, until in bans.items():
-            if float(until) > now:
-                command({"op": "ban", "nick": nick.decode(), "until": float(until), "seconds": 0})
+            self.link.failed(exc)
         self._greenlets = [gevent.spawn(self._subscribe_loop), gevent.spawn(self._heartbeat_loop)]
-        if not self._subscribed.wait(timeout=10):
-            raise RuntimeError(f"cannot subscribe on redis at {self.link.url}")
-        log.info("redis: node %s joined the chat on %s", self.node, self.link.url)
+        if not self.link.up:
+            return  # logged by the link; the subscriber connects once Redis answers
+        if self._subscribed.wait(timeout=COMMAND_WAIT * 2):
+            log.info("redis: node %s joined the chat on %s", self.node, self.link.url)
+        else:
+            log.error("redis: no subscription on %s yet; retrying", self.link.url)
+
+    def _load_bans(self) -> None:
+        """The bans in force, as every node keeps them (operators may have banned while this node was away)."""
+        now = time.time()
+        for nick, until in self.link.client.hgetall(self.link.key("bans")).items():
+            if float(until) > now and self._command is not None:
+                self._command({"op": "ban", "nick": nick.decode(), "until": float(until), "seconds": 0})
 
     def close(self) -> None:
         """Stop, and take this node out of the shared state."""
@@ -207,8 +218,9 @@ class RedisBroker(LocalBroker):
                     if reply is None:
                         raise redis.TimeoutError("no subscription confirmation")
                     confirmed += reply["type"] == "subscribe"
+                self._load_bans()
                 self._subscribed.set()
-                if not first:
+                if not first or not self.link.up:
                     self._rejoin()
                 first, backoff = False, BACKOFF_FIRST
                 while True:

@@ -96,10 +96,7 @@ class RedisHistory:
     # -- life cycle ---------------------------------------------------------
 
     def open(self) -> None:
-        try:
-            self._store_sha = self.link.client.script_load(STORE)
-        except UNREACHABLE as exc:
-            raise HistoryError(f"cannot reach redis at {self.link.url}: {exc}") from exc
+        """Start the writer. Redis need not answer yet: the store script is loaded when it does."""
         self._open = True
         self._writer = gevent.spawn(self._run)
 
@@ -153,11 +150,15 @@ class RedisHistory:
                 self._idle.set()
 
     def _write(self, batch: list[_Pending]) -> None:
-        results = self._run_scripts(batch)
-        if any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
-            # Redis restarted and lost its script cache; no script ran, so running them again is safe.
+        results = self._run_scripts(batch) if self._store_sha else []
+        if not self._store_sha or any(isinstance(result, redis.exceptions.NoScriptError) for result in results):
+            # Not loaded yet, or Redis restarted and lost its script cache (no script ran,
+            # so running them again is safe).
             try:
                 self._store_sha = self.link.client.script_load(STORE)
+            except UNREACHABLE as exc:
+                self.link.failed(exc)
+                results = [HistoryUnavailable(f"redis unreachable: {exc}")] * len(batch)
             except redis.RedisError as exc:
                 results = [exc] * len(batch)
             else:
@@ -222,6 +223,8 @@ class RedisHistory:
         self._call(self.link.client.ping)
 
     def _call(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.link.up:  # fail fast until the subscriber has reconnected
+            raise HistoryUnavailable(f"redis at {self.link.url} is unreachable")
         try:
             return command(*args, **kwargs)
         except UNREACHABLE as exc:

@@ -450,6 +450,42 @@ def test_redis_restarted_mid_chat_loses_nothing_acknowledged(
     assert [m["text"] for m in body["messages"]] == ["before-1", "before-2", "after"]
 
 
+def test_a_node_started_before_redis_serves_degraded_then_connects_by_itself(
+    start_node: Callable[..., ChatServer], tmp_path: Path
+) -> None:
+    redis_later = RedisServer(tmp_path)  # its port chosen, nothing listening yet
+    try:
+        node = start_node(redis_later.url, "chat")  # the worker boots; gunicorn does not exit
+        status, body = http_request(node.http + "/healthz")[:2]
+        assert status == 200, body
+        status, body = http_request(node.http + "/readyz")[:2]
+        assert status == 503, body
+        assert body["checks"]["broker"] != "ok" and "unreachable" in body["checks"]["broker"], body
+        room, nick = fresh_room(), fresh_nick("early")
+        ws, hello = connect_to(node, nick)  # sessions and handshakes work without Redis
+        with ws:
+            send_json(ws, {"type": "join", "room": room, "ref": 1})
+            refused = recv_until(ws, lambda m: m.get("ref") == 1)
+            assert (refused["type"], refused["code"]) == ("error", "degraded"), refused
+            redis_later.start()
+            wait_for(lambda: http_request(node.http + "/readyz")[0] == 200, scaled(20), "the node to reach Redis")
+            joined = join(ws, room)
+            assert joined["type"] == "joined" and joined["members"] == [nick], joined
+            assert say(ws, room, "connected by itself")["id"] == 1  # stored by the script, back through pub/sub
+        later = start_node(redis_later.url, "chat")  # another node shares the room with the first
+        ws_a, _ = connect_to(node, fresh_nick("a"))
+        ws_b, _ = connect_to(later, fresh_nick("b"))
+        with ws_a, ws_b:
+            join(ws_a, room)
+            join(ws_b, room)
+            sent = say(ws_b, room, "across nodes")
+            assert recv_until(ws_a, is_message(room))["id"] == sent["id"]
+        assert node.alive(), node.logs()
+        assert node.logs().count("unreachable (") == 1, "the outage is logged once"
+    finally:
+        redis_later.stop()
+
+
 # -- gunicorn -w 2 on one port --------------------------------------------------------------------------------------
 
 
