@@ -16,8 +16,11 @@
 //
 // Reconnecting: exponential backoff with jitter; before each attempt a fresh
 // ws_url from POST /api/session (same nick, the cookie keeps the session);
-// every room is joined again with since = the last id seen in it, and
-// messages are deduplicated by id per room. Close codes 4001 (kicked) and
+// every room is joined again with since = the last id seen in it (and the
+// epoch that id belongs to), and messages are deduplicated by id per room.
+// When the server's history restarted (a `reset` event, or a `joined` with
+// reset), the room's ids start over: the old lines stay, above a notice,
+// li.system.history-reset, and are no longer matched by id. Close codes 4001 (kicked) and
 // 4003 (banned) end it: no reconnect.
 //
 // User data is only ever put in the page with textContent and createElement.
@@ -106,6 +109,7 @@ class Room {
     this.log.dataset.room = name;
     this.seen = new Set();
     this.lastId = null; // the highest message id seen
+    this.epoch = null; // the epoch those ids belong to (docs/protocol.md §4.1)
     this.joinedOnce = false; // a join succeeded: rejoins ask for since = lastId
     this.joined = false; // joined on the current connection
     this.members = new Set();
@@ -311,6 +315,8 @@ class ChatApp {
         return this.onHello(event);
       case "joined":
         return this.onJoined(event);
+      case "reset":
+        return this.onReset(event);
       case "message":
         return this.onMessage(event);
       case "presence":
@@ -340,7 +346,10 @@ class ChatApp {
   sendJoin(room) {
     const ref = this.nextRef("join-");
     const request = { type: "join", room: room.name, ref };
-    if (room.joinedOnce) request.since = room.lastId ?? 0;
+    if (room.joinedOnce) {
+      request.since = room.lastId ?? 0;
+      if (room.epoch) request.epoch = room.epoch;
+    }
     if (this.send(request)) this.pendingJoins.set(ref, room.name);
   }
 
@@ -351,6 +360,8 @@ class ChatApp {
       this.send({ type: "leave", room: event.room }); // left while the join was on its way
       return;
     }
+    if (event.reset || (room.epoch && event.epoch && event.epoch !== room.epoch)) this.restartRoom(room);
+    if (typeof event.epoch === "string") room.epoch = event.epoch;
     const previous = room.lastId;
     const rejoin = room.joinedOnce;
     room.joined = true;
@@ -367,6 +378,25 @@ class ChatApp {
     }
   }
 
+  /** The room's history restarted on the server under a new epoch. */
+  onReset(event) {
+    const room = this.rooms.get(event.room);
+    if (!room || typeof event.epoch !== "string" || event.epoch === room.epoch) return;
+    this.restartRoom(room);
+    room.epoch = event.epoch;
+  }
+
+  /** Forget the room's ids: the lines shown so far stay, above a notice, out of the id order. */
+  restartRoom(room) {
+    if (room.lastId === null && !room.seen.size) return;
+    for (const line of room.log.querySelectorAll("li[data-id]")) delete line.dataset.id;
+    room.seen = new Set();
+    room.lastId = null;
+    const notice = element("li", "system history-reset", "The server's history restarted: messages below are new.");
+    notice.setAttribute("role", "note");
+    room.log.append(notice);
+  }
+
   /** Fetch over HTTP the messages a truncated rejoin left out: ids in (after, before). */
   async backfill(room, after, before) {
     let cursor = after;
@@ -376,7 +406,9 @@ class ChatApp {
         const url = `/api/rooms/${encodeURIComponent(room.name)}/messages?since=${cursor}&limit=1000`;
         const response = await fetch(url, { headers: { Accept: "application/json" } });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
-        messages = (await response.json()).messages;
+        const page = await response.json();
+        if (page.epoch !== room.epoch) return; // the history restarted meanwhile: these are other messages
+        messages = page.messages;
       } catch {
         this.showError(`Some older messages of ${room.name} could not be loaded.`);
         return;

@@ -19,9 +19,10 @@ from .protocol import Outgoing
 __all__ = ["Broker", "Command", "Deliver", "LocalBroker", "Presence"]
 
 #: Delivers one event to this process's members of ``room`` (every client
-#: when ``room`` is None): ``deliver(room, message, message_id, exclude_conn)``;
-#: ``message_id`` is the id of a chat message, None for other events.
-Deliver = Callable[[str | None, Outgoing, int | None, str | None], None]
+#: when ``room`` is None): ``deliver(room, message, message_id, exclude_conn, epoch)``;
+#: ``message_id`` and ``epoch`` are a chat message's position (app/chat/store.py),
+#: None for other events.
+Deliver = Callable[[str | None, Outgoing, int | None, str | None, str | None], None]
 
 #: Runs an operator's command (``{"op": "kick" | "ban", ...}``) on this process's clients.
 Command = Callable[[dict[str, Any]], None]
@@ -50,7 +51,13 @@ class Broker(Protocol):
         """
 
     def publish(
-        self, room: str | None, message: Outgoing, *, message_id: int | None = None, exclude_conn: str | None = None
+        self,
+        room: str | None,
+        message: Outgoing,
+        *,
+        message_id: int | None = None,
+        exclude_conn: str | None = None,
+        epoch: str | None = None,
     ) -> None:
         """Deliver ``message`` to the room's members everywhere (every client if ``room`` is None)."""
 
@@ -112,10 +119,16 @@ class LocalBroker:
         self._command = command
 
     def publish(
-        self, room: str | None, message: Outgoing, *, message_id: int | None = None, exclude_conn: str | None = None
+        self,
+        room: str | None,
+        message: Outgoing,
+        *,
+        message_id: int | None = None,
+        exclude_conn: str | None = None,
+        epoch: str | None = None,
     ) -> None:
         if self._deliver is not None:
-            self._deliver(room, message, message_id, exclude_conn)
+            self._deliver(room, message, message_id, exclude_conn, epoch)
 
     def command(self, command: dict[str, Any]) -> None:
         pass  # there is no other process

@@ -80,12 +80,21 @@ it never fails a message.
 
 Backpressure: when ``max_pending`` messages wait for a batch, ``submit()``
 blocks the calling greenlet (never the hub) until the flusher takes some.
+
+Epoch
+-----
+A message's position is its id *and* the history's epoch: a random name
+given to the database when it is created (table ``meta``). A client that
+comes back with ``since`` from another database (the file was deleted or
+replaced, a backup restored) has an epoch that no longer matches, and is
+told to reset instead of being sent the wrong messages, or none.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import secrets
 import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -100,7 +109,7 @@ from gevent.threadpool import ThreadPool
 
 from .protocol import Ref, json_ref, json_string
 
-__all__ = ["HistoryError", "OnStored", "SQLiteHistory", "StoredMessage", "message_json_around_id"]
+__all__ = ["HistoryError", "OnStored", "Replay", "SQLiteHistory", "StoredMessage", "message_json_around_id"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +150,10 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (room, id)
 ) WITHOUT ROWID
 """
+#: One row per setting of the database: its ``epoch``, set once when it is created.
+META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+NEW_EPOCH = "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)"
+SELECT_EPOCH = "SELECT value FROM meta WHERE key = 'epoch'"
 INSERT = "INSERT INTO messages (room, id, nick, text, ts, ref) VALUES (?, ?, ?, ?, ?, ?)"
 COLUMNS = "room, id, nick, text, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS INTEGER) ELSE ref END"
 SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDER BY id DESC LIMIT ?"
@@ -211,6 +224,22 @@ def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: Ref | 
     if ref is not None:
         tail += f',"ref":{json_ref(ref)}'
     return head, tail + "}"
+
+
+class Replay(NamedTuple):
+    """What a join reads, at one point of a room's history."""
+
+    #: The history's epoch: ids count from 1 again under another one.
+    epoch: str
+    #: The room's last id then.
+    last_id: int
+    #: The newest ``limit`` messages (after ``since`` if given), oldest first.
+    messages: list[StoredMessage]
+
+
+def new_epoch() -> str:
+    """A fresh epoch name: 8 random bytes, hex (a collision is a 1 in 2**64 chance)."""
+    return secrets.token_hex(8)
 
 
 class HistoryError(Exception):
@@ -287,6 +316,7 @@ class SQLiteHistory:
         self._state = _State.NEW
         self._closed = Event()
         self._last_ids: dict[str, int] = {}
+        self._epoch = ""
         #: per room, the last id whose on_stored has run: what reads may show
         self._acked: dict[str, int] = {}
         #: per recently read room, its last acknowledged messages (an LRU of rooms)
@@ -336,7 +366,7 @@ class SQLiteHistory:
             pools.append(ThreadPool(1))
         opened: list[tuple[ThreadPool, sqlite3.Connection]] = []
         try:
-            writer, last_ids = pools[0].apply(_open_writer, (self.path, self.synchronous))
+            writer, last_ids, epoch = pools[0].apply(_open_writer, (self.path, self.synchronous))
             opened.append((pools[0], writer))
             reader = pools[1].apply(_connect, (self.path,))
             opened.append((pools[1], reader))
@@ -356,6 +386,7 @@ class SQLiteHistory:
         self._writer, self._reader = writer, reader
         self._writer_pool, self._reader_pool = pools[0], pools[1]
         self._last_ids = last_ids
+        self._epoch = epoch
         self._acked = dict(last_ids)
         self._state = _State.OPEN
         self._flusher = gevent.spawn(self._run)
@@ -660,6 +691,17 @@ class SQLiteHistory:
         """The last id given in the room (0 if none); may be ahead of what is committed yet."""
         return self._last_ids.get(room, 0)
 
+    def epoch(self, room: str) -> str:
+        """The database's epoch (every room shares it): ids are numbered under it."""
+        return self._epoch
+
+    def replay(self, room: str, since: int | None, limit: int) -> Replay:
+        """The newest ``limit`` messages of the room (after ``since`` if given), with the position."""
+        last = self.last_id(room)
+        if since is None:
+            return Replay(self._epoch, last, self.recent(room, limit))
+        return Replay(self._epoch, last, self.since(room, max(since, last - limit), limit))
+
     def room_names(self) -> list[str]:
         """The rooms that have history (ids given), sorted."""
         return sorted(self._last_ids)
@@ -703,7 +745,7 @@ def _connect(path: str, synchronous: str | None = None, timeout: float = BUSY_TI
     return conn
 
 
-def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[str, int]]:
+def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[str, int], str]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     inline = synchronous == "NORMAL"
     # Inline commits never wait for a lock: the thread path sets a busy timeout for itself.
@@ -717,11 +759,14 @@ def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[
         if inline:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off the hub
         conn.execute(SCHEMA)
+        conn.execute(META_SCHEMA)
+        conn.execute(NEW_EPOCH, (new_epoch(),))  # a database older than epochs gets one now
+        (epoch,) = conn.execute(SELECT_EPOCH).fetchone()
         last_ids = {room: last for room, last in conn.execute(SELECT_LAST_IDS)}
     except BaseException:
         conn.close()
         raise
-    return conn, last_ids
+    return conn, last_ids, epoch
 
 
 def _write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:

@@ -40,6 +40,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 #: (JSON-RPC ids and Socket.IO ack ids are integers); sent back as it came.
 Ref = str | int
 MAX_NICK_LENGTH = 32
+MAX_EPOCH_LENGTH = 64
 
 
 class ChatError(Exception):
@@ -63,6 +64,8 @@ class Join:
     room: str
     since: int | None = None
     ref: Ref | None = None
+    #: The epoch ``since`` belongs to, as the last ``joined`` or ``reset`` gave it.
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,10 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
         since = obj.get("since")
         if since is not None and (type(since) is not int or since < 0):
             raise ChatError("invalid_field", "since must be a non-negative integer", ref)
-        return Join(room, since, ref)
+        epoch = obj.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > MAX_EPOCH_LENGTH):
+            raise ChatError("invalid_field", f"epoch must be a string of at most {MAX_EPOCH_LENGTH} characters", ref)
+        return Join(room, since, ref, epoch)
     if kind == "leave":
         return Leave(_room(obj, ref), ref)
     if kind == "rooms":

@@ -3,7 +3,7 @@
 Every process (a *node*: one gunicorn worker) subscribes to two channels:
 
 ``prefix:events``
-    room events, as ``room \\n exclude \\n id \\n JSON``: the JSON is
+    room events, as ``room \\n exclude \\n id \\n epoch \\n JSON``: the JSON is
     delivered as it came (encoded once, where it was published), the header
     says to whom. Chat messages are published by the history's store script
     (:mod:`app.chat.redis_history`), so each room's messages arrive in id
@@ -179,11 +179,17 @@ class RedisBroker(LocalBroker):
     # -- publishing -----------------------------------------------------------
 
     def publish(
-        self, room: str | None, message: Outgoing, *, message_id: int | None = None, exclude_conn: str | None = None
+        self,
+        room: str | None,
+        message: Outgoing,
+        *,
+        message_id: int | None = None,
+        exclude_conn: str | None = None,
+        epoch: str | None = None,
     ) -> None:
-        payload = f"{event_header(room, exclude_conn)}{message_id or ''}\n".encode() + message.data
+        payload = f"{event_header(room, exclude_conn)}{message_id or ''}\n{epoch or ''}\n".encode() + message.data
         if self._try(self.link.client.publish, self._events, payload) is None:
-            super().publish(room, message, message_id=message_id, exclude_conn=exclude_conn)
+            super().publish(room, message, message_id=message_id, exclude_conn=exclude_conn, epoch=epoch)
 
     def command(self, command: dict[str, Any]) -> None:
         if command.get("op") == "ban":
@@ -246,13 +252,14 @@ class RedisBroker(LocalBroker):
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._events.encode():
-            room, exclude, message_id, body = data.split(b"\n", 3)
+            room, exclude, message_id, epoch, body = data.split(b"\n", 4)
             if self._deliver is not None:
                 self._deliver(
                     room.decode() or None,
                     Outgoing(body),
                     int(message_id) if message_id else None,
                     exclude.decode() or None,
+                    epoch.decode() or None,
                 )
         elif self._command is not None:
             command = json.loads(data)

@@ -13,6 +13,14 @@ messages in id order, whichever process stored them. ``on_stored`` runs once
 the script returned: acknowledged means appended. (Durability is Redis's:
 run it with ``appendonly yes``, see the README.)
 
+Each room also has an epoch, ``prefix:epoch:ROOM`` (see :mod:`app.chat.store`),
+named by whoever first needs it (the store script, or a read, with ``SET NX``).
+A Redis that restarted without its data has lost it with the counter, so
+the room's next ids 1, 2, 3 … come under a new epoch. The epoch travels
+with every message published: each process notices the restart and tells
+its clients to reset, instead of dropping the new messages as already
+delivered.
+
 Submissions queue to one writer greenlet, which sends everything waiting as
 one pipeline: a burst costs one round trip, as the SQLite history's group
 commit costs one transaction.
@@ -30,7 +38,7 @@ import redis
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from .history import HistoryError, OnStored, StoredMessage, message_json_around_id
+from .history import HistoryError, OnStored, Replay, StoredMessage, message_json_around_id, new_epoch
 from .protocol import Ref
 from .redis_link import UNREACHABLE, RedisLink
 from .store import HistoryUnavailable
@@ -43,20 +51,25 @@ log = logging.getLogger(__name__)
 STREAM_LENGTH = 10_000
 BATCH_SIZE = 500
 
-# KEYS: seq, stream, room set, events channel.
-# ARGV: maxlen, JSON before the id, JSON after the id, room, pub/sub header before the id.
+# KEYS: seq, stream, room set, events channel, epoch.
+# ARGV: maxlen, JSON before the id, JSON after the id, room, pub/sub header before the id, a new epoch.
 STORE = """
 local id = redis.call('INCR', KEYS[1])
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[5], epoch)
+end
 local event = ARGV[2] .. id .. ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'm', event)
 redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('PUBLISH', KEYS[4], ARGV[5] .. id .. '\\n' .. event)
+redis.call('PUBLISH', KEYS[4], ARGV[5] .. id .. '\\n' .. epoch .. '\\n' .. event)
 return id
 """
 
 
 def event_header(room: str | None, exclude_conn: str | None) -> str:
-    """The start of a pub/sub payload: ``room \\n exclude \\n id \\n JSON`` (ids come after)."""
+    """The start of a pub/sub payload: ``room \\n exclude \\n id \\n epoch \\n JSON`` (id and epoch come after)."""
     return f"{room or ''}\n{exclude_conn or ''}\n"
 
 
@@ -179,12 +192,14 @@ class RedisHistory:
 
     def _run_scripts(self, batch: list[_Pending]) -> list[Any]:
         """One pipeline of store scripts: a result or an exception per message."""
-        seq, rooms, channel = self.link.key("seq"), self.link.key("rooms"), self.link.key("events")
+        rooms, channel = self.link.key("rooms"), self.link.key("events")
+        epoch = new_epoch()  # taken only by a room whose ids start (again) in this batch
         pipe = self.link.client.pipeline(transaction=False)
         for pending in batch:
             head, tail = pending.json_around_id()
-            keys = [f"{seq}:{pending.room}", self._stream(pending.room), rooms, channel]
-            args: list[Any] = [self.stream_length, head, tail, pending.room, event_header(pending.room, None)]
+            room = pending.room
+            keys = [self.link.key("seq", room), self._stream(room), rooms, channel, self.link.key("epoch", room)]
+            args: list[Any] = [self.stream_length, head, tail, room, event_header(room, None), epoch]
             pipe.evalsha(self._store_sha, len(keys), *keys, *args)
         try:
             return list(pipe.execute(raise_on_error=False))
@@ -213,6 +228,27 @@ class RedisHistory:
     def last_id(self, room: str) -> int:
         """The last id given in the room (0 if none)."""
         return int(self._call(self.link.client.get, self.link.key("seq", room)) or 0)
+
+    def epoch(self, room: str) -> str:
+        """The room's epoch, named now if it has none yet."""
+        with self.link.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.link.key("epoch", room), new_epoch(), nx=True)
+            pipe.get(self.link.key("epoch", room))
+            _, epoch = self._call(pipe.execute)
+        return str(epoch.decode())
+
+    def replay(self, room: str, since: int | None, limit: int) -> Replay:
+        """The newest ``limit`` messages (after ``since`` if given) and the position, read in one transaction."""
+        oldest = "-" if since is None else f"({since}-0"
+        epoch_key = self.link.key("epoch", room)
+        with self.link.client.pipeline(transaction=True) as pipe:  # MULTI: one point of the history
+            pipe.set(epoch_key, new_epoch(), nx=True)
+            pipe.get(epoch_key)
+            pipe.get(self.link.key("seq", room))
+            pipe.xrevrange(self._stream(room), "+", oldest, count=max(limit, 1))
+            _, epoch, last, entries = self._call(pipe.execute)
+        messages = [_message(room, entry) for entry in reversed(entries)] if limit > 0 else []
+        return Replay(epoch.decode(), int(last or 0), messages)
 
     def room_names(self) -> list[str]:
         """The rooms that have history, sorted."""

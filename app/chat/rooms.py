@@ -6,11 +6,11 @@ the admin page) get copies through the service.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .protocol import Outgoing
 
-__all__ = ["Member", "Room", "Rooms"]
+__all__ = ["Kept", "Member", "Room", "Rooms"]
 
 
 class Member(Protocol):
@@ -30,6 +30,17 @@ class Member(Protocol):
         """The transport's view of the connection (address, counters …), for operators."""
 
 
+class Kept(NamedTuple):
+    """An event delivered to a room while a member's join was reading its history."""
+
+    message: Outgoing
+    #: A chat message's position (None for other events), or for a restart the new epoch.
+    message_id: int | None = None
+    epoch: str | None = None
+    #: The ``reset`` event: the room's ids restarted under ``epoch``.
+    restart: bool = False
+
+
 class Room:
     """A room's live members on this process, keyed by connection id.
 
@@ -37,19 +48,21 @@ class Room:
     this is who this process delivers the room's events to.
     """
 
-    __slots__ = ("floors", "joining", "last_id", "members", "name")
+    __slots__ = ("epoch", "floors", "joining", "last_id", "members", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[str, Member] = {}
         #: connection id -> the events delivered while its join reads history
-        self.joining: dict[str, list[tuple[int | None, Outgoing]]] = {}
-        #: the id of the last message delivered here
+        self.joining: dict[str, list[Kept]] = {}
+        #: the position of the last message delivered here: its epoch ("" while
+        #: unknown: none delivered, none read) and id
+        self.epoch = ""
         self.last_id = 0
-        #: connection id -> the last message id its join's history held, when
-        #: that is ahead of ``last_id`` (the read saw messages still on their
-        #: way here); those must not reach it twice
-        self.floors: dict[str, int] = {}
+        #: connection id -> the position (epoch, id) its join's history reached,
+        #: when that is ahead of the room's (the read saw messages still on their
+        #: way here, or a newer epoch); those must not reach it twice
+        self.floors: dict[str, tuple[str, int]] = {}
 
     def add(self, member: Member) -> None:
         self.members[member.conn_id] = member

@@ -8,8 +8,14 @@ once and hands the same bytes to every member of the room.
 Joining without gaps or duplicates: the joiner is registered as *joining*
 before history is read, so every event delivered meanwhile is kept aside;
 after ``joined`` goes out, the kept events follow, minus the messages the
-history already held (compared by id). A message is broadcast only after it
-is committed, so it is either in the history read or delivered after it.
+history already held (compared by position). A message is broadcast only
+after it is committed, so it is either in the history read or delivered after it.
+
+Positions are an epoch and an id (:mod:`app.chat.store`). When a room's
+messages start coming under a new epoch (the store lost its data and
+counts from 1 again), its members get ``reset`` first, and the room's
+position starts over, so the new messages are not dropped as already
+delivered; a ``since`` of another epoch gets a ``joined`` with ``reset``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from app import metrics
 
 from .auth import Identity
 from .broker import Broker
-from .history import HistoryError, StoredMessage
+from .history import HistoryError, Replay, StoredMessage
 from .limits import RateLimiter, Verdict
 from .protocol import (
     ChatError,
@@ -41,7 +47,7 @@ from .protocol import (
     valid_nick,
     valid_room,
 )
-from .rooms import Member, Room, Rooms
+from .rooms import Kept, Member, Room, Rooms
 from .store import History, HistoryUnavailable
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
@@ -215,7 +221,12 @@ class ChatService:
 
     def _publish_message(self, message: StoredMessage) -> None:
         if not self.history.publishes:
-            self.broker.publish(message.room, Outgoing(message.json_text().encode()), message_id=message.id)
+            self.broker.publish(
+                message.room,
+                Outgoing(message.json_text().encode()),
+                message_id=message.id,
+                epoch=self.history.epoch(message.room),
+            )
 
     def _join(self, member: Member, command: Join) -> None:
         rooms = self._joined.get(member.conn_id)
@@ -228,7 +239,7 @@ class ChatService:
         room = self.rooms.get_or_create(command.room)
         kept = room.joining[member.conn_id] = []
         try:
-            history, truncated = self._history_for_join(command)
+            replay, truncated, reset = self._history_for_join(command)
         except HistoryError as error:
             del room.joining[member.conn_id]
             self.rooms.discard_if_empty(command.room)
@@ -246,27 +257,37 @@ class ChatService:
             self.rooms.discard_if_empty(command.room)
             return
         room.add(member)
-        last_id = history[-1].id if history else (command.since or 0)
-        if last_id > room.last_id:
+        history = replay.messages
+        epoch, last_id = replay.epoch, history[-1].id if history else (0 if reset else command.since or 0)
+        if not room.epoch:
+            room.epoch = epoch
+        if (epoch == room.epoch and last_id > room.last_id) or (epoch != room.epoch and not _restarted(kept)):
             # The read saw messages this process has not delivered yet (another
-            # process stored them): they are on their way, and must skip this member.
-            room.floors[member.conn_id] = last_id
-        member.send(_joined(command.room, nicks, history, truncated))
-        for message_id, message in kept:
-            if message_id is None or message_id > last_id:  # else it is in the history already
-                member.send(message)
+            # process stored them), or a newer epoch: they are on their way, and
+            # must skip this member.
+            room.floors[member.conn_id] = (epoch, last_id)
+        member.send(_joined(command.room, nicks, replay, truncated, reset))
+        _send_kept(member, kept, epoch, last_id)
         if new_nick:
             presence = {"type": "presence", "room": command.room, "nick": member.nick, "event": "join"}
             self.broker.publish(
                 command.room, Outgoing.of({**presence, "count": len(nicks)}), exclude_conn=member.conn_id
             )
 
-    def _history_for_join(self, command: Join) -> tuple[list[StoredMessage], bool]:
-        """The last 50 messages, or those after ``since`` (the newest 1000 if more)."""
+    def _history_for_join(self, command: Join) -> tuple[Replay, bool, bool]:
+        """``(replay, truncated, reset)``: the last 50 messages, or those after ``since`` (the newest 1000 if more).
+
+        A ``since`` of another epoch, or beyond the room's last id (which only
+        another epoch can explain, for a client that sends none), cannot be
+        honoured: the last 50 then, and ``reset``.
+        """
         if command.since is None:
-            return self.history.recent(command.room, HISTORY_ON_JOIN), False
-        start = max(command.since, self.history.last_id(command.room) - MAX_SINCE)
-        return self.history.since(command.room, start, MAX_SINCE), start > command.since
+            return self.history.replay(command.room, None, HISTORY_ON_JOIN), False, False
+        replay = self.history.replay(command.room, command.since, MAX_SINCE)
+        if (command.epoch and command.epoch != replay.epoch) or command.since > replay.last_id:
+            return self.history.replay(command.room, None, HISTORY_ON_JOIN), False, True
+        truncated = bool(replay.messages) and replay.messages[0].id > command.since + 1
+        return replay, truncated, False
 
     def _leave(self, member: Member, command: Leave) -> None:
         rooms = self._joined.get(member.conn_id, set())
@@ -289,7 +310,14 @@ class ChatService:
 
     # -- delivery --------------------------------------------------------------
 
-    def _deliver(self, name: str | None, message: Outgoing, message_id: int | None, exclude_conn: str | None) -> None:
+    def _deliver(
+        self,
+        name: str | None,
+        message: Outgoing,
+        message_id: int | None,
+        exclude_conn: str | None,
+        epoch: str | None = None,
+    ) -> None:
         """Hand a room event to this process's members: encoded once, the same bytes to all."""
         if name is None:
             for member in list(self.members.values()):
@@ -299,6 +327,10 @@ class ChatService:
         if room is None:
             return
         if message_id is not None:
+            if epoch and epoch != room.epoch:
+                if room.epoch:
+                    self._restart(room, epoch)
+                room.epoch = epoch
             if message_id <= room.last_id:
                 return  # delivered already (a catch-up after an outage overlaps the live stream)
             room.last_id = message_id
@@ -308,19 +340,38 @@ class ChatService:
         for conn_id, member in room.members.items():
             if conn_id != exclude_conn:
                 member.send(message)
-        for kept in room.joining.values():
-            kept.append((message_id, message))
+        if room.joining:
+            entry = Kept(message, message_id, room.epoch if message_id is not None else None)
+            for kept in room.joining.values():
+                kept.append(entry)
 
     @staticmethod
     def _deliver_past_floors(room: Room, message: Outgoing, message_id: int) -> None:
         """Deliver a message to the members whose join's history did not hold it already."""
+        epoch = room.epoch
         for conn_id, member in room.members.items():
             floor = room.floors.get(conn_id)
-            if floor is None or message_id > floor:
+            if floor is None or (floor[0] == epoch and message_id > floor[1]):
                 member.send(message)
-        room.floors = {conn_id: floor for conn_id, floor in room.floors.items() if floor > message_id}
+        room.floors = {conn: floor for conn, floor in room.floors.items() if floor[0] != epoch or floor[1] > message_id}
+        entry = Kept(message, message_id, epoch)
         for kept in room.joining.values():
-            kept.append((message_id, message))
+            kept.append(entry)
+
+    @staticmethod
+    def _restart(room: Room, epoch: str) -> None:
+        """The room's ids start again under ``epoch``: its members reset their position first."""
+        log.warning("room %s: its history restarted (epoch %s); members told to reset", room.name, epoch)
+        room.epoch, room.last_id = epoch, 0
+        reset = Outgoing.of({"type": "reset", "room": room.name, "epoch": epoch})
+        for conn_id, member in room.members.items():
+            floor = room.floors.get(conn_id)
+            if floor is None or floor[0] != epoch:  # else its join read the new epoch already
+                member.send(reset)
+        room.floors = {conn: floor for conn, floor in room.floors.items() if floor[0] == epoch}
+        entry = Kept(reset, None, epoch, restart=True)
+        for kept in room.joining.values():
+            kept.append(entry)
 
     def _catch_up(self) -> None:
         """After the shared store was unreachable: deliver what this process may have missed."""
@@ -328,12 +379,14 @@ class ChatService:
             if not room.members:
                 continue
             try:  # floors are all above last_id: nobody here has seen past it
-                missed = self.history.since(name, room.last_id, MAX_SINCE)
+                replay = self.history.replay(name, room.last_id, MAX_SINCE)
+                if room.epoch and replay.epoch and replay.epoch != room.epoch:
+                    replay = self.history.replay(name, 0, MAX_SINCE)  # restarted: the new epoch's messages
             except HistoryError as error:
                 log.warning("catching up on %s failed: %s", name, error)
                 continue
-            for message in missed:
-                self._deliver(name, Outgoing(message.json_text().encode()), message.id, None)
+            for message in replay.messages:
+                self._deliver(name, Outgoing(message.json_text().encode()), message.id, None, replay.epoch)
 
     # -- operators and backends -------------------------------------------------
 
@@ -438,6 +491,10 @@ class ChatService:
         rooms = sorted(self._joined.get(member.conn_id, ()))
         return {**member.describe(), "node": self.broker.node or None, "rooms": rooms}
 
+    def epoch(self, room: str) -> str:
+        """The epoch the room's ids are numbered under now (docs/protocol.md §4.1)."""
+        return self.history.epoch(room)
+
     def messages(self, room: str, since: int | None, limit: int) -> list[StoredMessage]:
         """A room's history: after ``since``, or the last ``limit`` messages."""
         if since is None:
@@ -445,12 +502,33 @@ class ChatService:
         return self.history.since(room, since, limit)
 
 
-def _joined(room: str, nicks: list[str], history: list[StoredMessage], truncated: bool) -> Outgoing:
+def _joined(room: str, nicks: list[str], replay: Replay, truncated: bool, reset: bool) -> Outgoing:
     """The ``joined`` event, its history spliced in as each message's JSON (a replay of 1000 is one join)."""
-    head = compact_json({"type": "joined", "room": room, "members": nicks})
-    messages = ",".join(message.json_text() for message in history)
-    more = ',"truncated":true' if truncated else ""
+    head = compact_json({"type": "joined", "room": room, "members": nicks, "epoch": replay.epoch})
+    messages = ",".join(message.json_text() for message in replay.messages)
+    more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
     return Outgoing(f'{head[:-1]},"history":[{messages}]{more}}}'.encode())
+
+
+def _restarted(kept: list[Kept]) -> bool:
+    """Whether the room's ids restarted while a join was reading its history."""
+    return any(entry.restart for entry in kept)
+
+
+def _send_kept(member: Member, kept: list[Kept], epoch: str, last_id: int) -> None:
+    """What was delivered while ``member`` joined, past the position its ``joined`` left it at."""
+    for entry in kept:
+        if entry.restart:
+            if entry.epoch != epoch:  # else its history was read under the new epoch already
+                member.send(entry.message)
+                epoch, last_id = entry.epoch or "", 0
+        elif entry.message_id is None:
+            member.send(entry.message)
+        else:
+            epoch = epoch or entry.epoch or ""  # the room's first epoch, unknown when read
+            if (entry.epoch or epoch) == epoch and entry.message_id > last_id:
+                member.send(entry.message)
+                last_id = entry.message_id
 
 
 def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:

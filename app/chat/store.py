@@ -4,13 +4,19 @@ Two implementations: :class:`~app.chat.history.SQLiteHistory` (embedded, one
 process) and :class:`~app.chat.redis_history.RedisHistory` (Redis Streams,
 shared by every process). Both give each room's messages ids 1, 2, 3 … and
 acknowledge a message (``on_stored``) only once it is durable.
+
+A position in a room is its *epoch* and an id. The epoch names one run of
+the room's ids: when the store loses its data (a Redis restarted without
+persistence, a database file replaced) ids start again at 1 under a new
+epoch, so nobody mistakes the new message 3 for the old one (as Centrifugo's
+``{offset, epoch}`` stream positions).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from .history import HistoryError, OnStored, StoredMessage
+from .history import HistoryError, OnStored, Replay, StoredMessage
 from .protocol import Ref
 
 __all__ = ["History", "HistoryUnavailable"]
@@ -43,6 +49,12 @@ class History(Protocol):
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]: ...
 
     def last_id(self, room: str) -> int: ...
+
+    def epoch(self, room: str) -> str:
+        """The room's epoch: its ids count from 1 again under another one."""
+
+    def replay(self, room: str, since: int | None, limit: int) -> Replay:
+        """The newest ``limit`` messages (after ``since`` if given) and the position they were read at, at once."""
 
     def room_names(self) -> list[str]: ...
 

@@ -89,9 +89,12 @@ def messages(room: str) -> ResponseReturnValue:
     assert limit is not None
     try:
         found = chat().messages(room, since, limit)
+        # Read after the messages: should the history restart in between, the
+        # page is labelled with the new epoch, which the caller then refuses.
+        epoch = chat().epoch(room)
     except HistoryError:
         return error(503, "unavailable", "history is unavailable, try again")
-    payload: dict[str, Any] = {"room": room, "messages": [m.to_json() for m in found]}
+    payload: dict[str, Any] = {"room": room, "epoch": epoch, "messages": [m.to_json() for m in found]}
     return jsonify(payload)
 
 

@@ -84,7 +84,9 @@ def texts(page: Page) -> list[str]:
 
 
 def ids(page: Page) -> list[int]:
-    return [int(i) for i in page.locator("#messages li.msg").evaluate_all("els => els.map(e => e.dataset.id)")]
+    """The ids of the shown room's lines that have one (lines from before a history reset have none)."""
+    found = page.locator("#messages li.msg").evaluate_all("els => els.map(e => e.dataset.id)")
+    return [int(i) for i in found if i is not None]
 
 
 # -- two users -------------------------------------------------------------------------------------------------------
@@ -297,8 +299,8 @@ def test_a_reload_rejoins_every_room_and_shows_history_again(chat: ChatServer, n
 
 
 @pytest.fixture
-def fixed_port_chat(tmp_path: Path) -> Iterator[Callable[[], ChatServer]]:
-    """``start()``: a chat on the same two ports, database and secret key every time it is called.
+def fixed_port_chat(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
+    """``start(db_path=None)``: a chat on the same two ports, database and secret key every time it is called.
 
     A page keeps its origin and its CSP's ``connect-src`` across a restart only
     if the new server listens where the old one did; ``launch_chat`` picks new
@@ -309,18 +311,18 @@ def fixed_port_chat(tmp_path: Path) -> Iterator[Callable[[], ChatServer]]:
     db_path, secret = tmp_path / "chat.db", secrets.token_hex(32)
     servers: list[ChatServer] = []
 
-    def start() -> ChatServer:
+    def start(database: Path | None = None) -> ChatServer:
         log_dir = tmp_path / f"fixed-{len(servers) + 1}"
         log_dir.mkdir()
         env = server_environment(
-            db_path,
+            database or db_path,
             CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
             CHAT_SECRET_KEY=secret,
             CHAT_API_TOKEN=API_TOKEN,
             CHAT_ADMIN_PASSWORD=ADMIN_PASSWORD,
         )
         process = spawn_gunicorn(log_dir / "gunicorn.log", env, "--bind", f"127.0.0.1:{http_port}")
-        server = ChatServer(process, log_dir / "gunicorn.log", db_path, http_port, ws_port)
+        server = ChatServer(process, log_dir / "gunicorn.log", database or db_path, http_port, ws_port)
         servers.append(server)
         http_ready = re.compile(rf"Listening at: \S*http://127\.0\.0\.1:{http_port}\b")
         ws_ready = f"listening on ws://127.0.0.1:{ws_port}/ws"
@@ -395,6 +397,31 @@ def test_after_a_server_restart_pages_reconnect_and_show_missed_messages_once(
     say(pages[bob], "after restart")
     expect(message(pages[alice], "after restart")).to_have_count(1, timeout=WAIT_MS)
     expect(pages[alice].locator("#messages li.msg")).to_have_count(len(expected) + 1)
+
+
+def test_after_a_restart_on_another_database_pages_reset_the_room_instead_of_dropping_its_new_messages(
+    fixed_port_chat: Callable[..., ChatServer], new_page: NewPage, tmp_path: Path
+) -> None:
+    chat = fixed_port_chat()
+    room, alice = fresh_room(), fresh_nick("alice")
+    page = enter(new_page(), chat, alice, room)
+    old = [f"old {n}" for n in range(1, 4)]
+    for text in old:
+        say(page, text)
+    assert chat.stop(signal.SIGTERM) == 0
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+
+    chat = fixed_port_chat(tmp_path / "restored-from-an-old-backup.db")  # its ids start at 1 again
+    new = [f"new {n}" for n in range(1, 6)]  # more than the page saw: its since alone could not tell
+    assert [push(chat, room, text) for text in new] == [1, 2, 3, 4, 5]
+
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=RECONNECT_MS)
+    expect(page.locator("#messages li.history-reset")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#messages li.msg")).to_have_count(len(old) + len(new), timeout=WAIT_MS)
+    assert texts(page) == old + new, "the old lines stay, above the notice; every new message shows"
+    assert ids(page) == [1, 2, 3, 4, 5], "only the new lines answer to the new ids"
+    say(page, "after the reset")
+    assert ids(page) == [1, 2, 3, 4, 5, 6]
 
 
 # -- phone width -----------------------------------------------------------------------------------------------------

@@ -383,18 +383,24 @@ def connect(chat: ChatServer, nick: str, **options: Any) -> tuple[ClientConnecti
     return ws, hello
 
 
-def join(ws: ClientConnection, room: str, since: int | None = None, timeout: float | None = None) -> Message:
-    """Join ``room`` (optionally ``since`` an id); the ``joined`` reply."""
+def join(
+    ws: ClientConnection, room: str, since: int | None = None, timeout: float | None = None, epoch: str | None = None
+) -> Message:
+    """Join ``room`` (optionally ``since`` an id, of ``epoch``); the ``joined`` reply."""
     request: dict[str, Any] = {"type": "join", "room": room}
     if since is not None:
         request["since"] = since
+    if epoch is not None:
+        request["epoch"] = epoch
     send_json(ws, request)
     return recv_until(ws, lambda m: m.get("type") in {"joined", "error"} and m.get("room", room) == room, timeout)
 
 
-def say(ws: ClientConnection, room: str, text: str, ref: str | None = None, timeout: float | None = None) -> Message:
+def say(
+    ws: ClientConnection, room: str, text: str, ref: str | int | None = None, timeout: float | None = None
+) -> Message:
     """Say ``text`` in ``room`` and wait for it to come back (the ack): that ``message``."""
-    ref = ref or secrets.token_hex(8)
+    ref = secrets.token_hex(8) if ref is None else ref
     send_json(ws, {"type": "say", "room": room, "text": text, "ref": ref})
     reply = recv_until(
         ws, lambda m: (m.get("type") == "message" or m.get("type") == "error") and m.get("ref") == ref, timeout

@@ -189,6 +189,44 @@ def test_kill_9_then_restart_loses_no_acknowledged_message(start_chat: StartChat
         assert say(ws, room, "after the restart")["id"] == ids[-1] + 1
 
 
+def test_a_since_from_another_database_gets_a_reset_not_the_new_databases_messages(
+    start_chat: StartChat, tmp_path: Path
+) -> None:
+    first = start_chat(tmp_path / "first")
+    room = fresh_room()
+    ws, _ = connect(first, fresh_nick("mobile"))
+    with ws:
+        epoch = join(ws, room)["epoch"]
+        assert isinstance(epoch, str) and epoch
+        last_seen = [say(ws, room, f"old {i}") for i in range(5)][-1]["id"]
+    first.stop()
+
+    same = start_chat(tmp_path / "same", db_path=first.db_path)  # the same database: the same epoch
+    ws, _ = connect(same, fresh_nick("mobile"))
+    with ws:
+        joined = join(ws, room, since=3, epoch=epoch)
+        assert (joined["epoch"], [m["text"] for m in joined["history"]]) == (epoch, ["old 3", "old 4"])
+        assert "reset" not in joined
+    same.stop()
+
+    # The database is replaced (deleted, a backup restored …): its ids count from 1 again.
+    other = start_chat(tmp_path / "other")
+    writer, _ = connect(other, fresh_nick("writer"))
+    with writer:
+        new_epoch = join(writer, room)["epoch"]
+        assert new_epoch != epoch
+        texts = [say(writer, room, f"new {i}")["text"] for i in range(8)]  # past the client's since
+        for request in ({"since": last_seen, "epoch": epoch}, {"since": 40}):  # with the old epoch; from the future
+            ws, _ = connect(other, fresh_nick("mobile"))
+            with ws:
+                joined = join(ws, room, **request)
+                assert joined["reset"] is True, joined
+                assert joined["epoch"] == new_epoch
+                assert [m["text"] for m in joined["history"]] == texts, "the last 50, as for a first join"
+                texts.append(say(ws, room, "hello again")["text"])
+        assert say(writer, room, "still counting")["id"] == len(texts) + 1
+
+
 def test_sigterm_closes_clients_with_1001_and_the_master_exits_in_time(start_chat: StartChat, tmp_path: Path) -> None:
     chat = start_chat(tmp_path)
     room = fresh_room()

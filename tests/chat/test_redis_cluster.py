@@ -72,11 +72,12 @@ def prefix() -> Iterator[str]:
 
 
 class RedisServer:
-    """A redis-server of the test's own, appending every write to disk before answering."""
+    """A redis-server of the test's own: appending every write to disk before answering, or keeping nothing."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.directory = directory
         self.port = free_port()
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,10 +97,7 @@ class RedisServer:
                 "127.0.0.1",
                 "--dir",
                 str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]),
                 "--save",
                 "",
             ],
@@ -462,7 +460,7 @@ def test_a_node_started_before_redis_serves_degraded_then_connects_by_itself(
         assert status == 503, body
         assert body["checks"]["broker"] != "ok" and "unreachable" in body["checks"]["broker"], body
         room, nick = fresh_room(), fresh_nick("early")
-        ws, hello = connect_to(node, nick)  # sessions and handshakes work without Redis
+        ws, _ = connect_to(node, nick)  # sessions and handshakes work without Redis
         with ws:
             send_json(ws, {"type": "join", "room": room, "ref": 1})
             refused = recv_until(ws, lambda m: m.get("ref") == 1)
@@ -484,6 +482,69 @@ def test_a_node_started_before_redis_serves_degraded_then_connects_by_itself(
         assert node.logs().count("unreachable (") == 1, "the outage is logged once"
     finally:
         redis_later.stop()
+
+
+def say_until_stored(
+    ws: Any, room: str, text: str, timeout: float, skipped: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Say ``text`` until it is accepted (the node may still be reconnecting to Redis): its ``message``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ref = secrets.token_hex(4)
+        send_json(ws, {"type": "say", "room": room, "text": text, "ref": ref})
+        reply = recv_until(ws, lambda m, ref=ref: m.get("ref") == ref, skipped=skipped)
+        if reply["type"] == "message":
+            return reply
+        assert reply["code"] == "degraded", reply
+        assert time.monotonic() < deadline, "the chat did not resume after Redis came back"
+        time.sleep(0.5)
+
+
+def test_redis_restarted_empty_restarts_the_ids_under_a_new_epoch_and_clients_are_told(
+    start_node: Callable[..., ChatServer], tmp_path: Path
+) -> None:
+    volatile = RedisServer(tmp_path, persistent=False)  # as the machine's own Redis: nothing kept on disk
+    volatile.start()
+    try:
+        a, b = start_node(volatile.url, "chat"), start_node(volatile.url, "chat")
+        room = fresh_room()
+        ws_a, _ = connect_to(a, fresh_nick("alice"))
+        ws_b, _ = connect_to(b, fresh_nick("bob"))
+        with ws_a, ws_b:
+            old_epoch = join(ws_a, room)["epoch"]
+            assert join(ws_b, room)["epoch"] == old_epoch, "one epoch per room, whichever node answers"
+            before = [say(ws_a, room, f"before {i}", ref=i) for i in range(5)]  # integer refs, through Redis
+            assert [(m["id"], m["ref"]) for m in before] == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]
+            for _ in before:
+                recv_until(ws_b, is_message(room))
+            volatile.stop()
+            volatile.start()  # empty: the room's counter, stream and epoch are gone
+
+            before_a: list[dict[str, Any]] = []
+            after = say_until_stored(ws_a, room, "after", scaled(30), before_a)
+            assert after["id"] == 1, "the ids start again, under a new epoch"
+            before_b: list[dict[str, Any]] = []
+            assert recv_until(ws_b, lambda m: is_message(room)(m) and m["text"] == "after", skipped=before_b) == after
+            for skipped in (before_a, before_b):  # every member, on either node: told to reset, then the message
+                resets = [m for m in skipped if m.get("type") == "reset"]
+                assert len(resets) == 1 and resets[0]["room"] == room, skipped
+                new_epoch = resets[0]["epoch"]
+                assert isinstance(new_epoch, str) and new_epoch and new_epoch != old_epoch
+            assert say(ws_b, room, "next")["id"] == 2
+            assert recv_until(ws_a, is_message(room))["text"] == "next"
+
+            for request in ({"since": 5, "epoch": old_epoch}, {"since": 5}):  # a client coming back
+                ws_c, _ = connect_to(a, fresh_nick("back"))
+                with ws_c:
+                    joined = join(ws_c, room, **request)
+                    assert (joined["reset"], joined["epoch"]) == (True, new_epoch), joined
+                    assert [m["text"] for m in joined["history"]] == ["after", "next"]
+            ws_d, _ = connect_to(b, fresh_nick("current"))
+            with ws_d:
+                joined = join(ws_d, room, since=1, epoch=new_epoch)
+                assert "reset" not in joined and [m["text"] for m in joined["history"]] == ["next"], joined
+    finally:
+        volatile.stop()
 
 
 # -- gunicorn -w 2 on one port --------------------------------------------------------------------------------------

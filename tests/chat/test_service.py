@@ -133,6 +133,67 @@ def test_join_while_others_send_has_no_gap_and_no_duplicate(service: ChatService
         assert ids == list(range(since + 1, last + 1))
 
 
+def test_messages_of_a_new_epoch_reset_every_member_once_and_are_delivered_not_dropped(
+    service: ChatService,
+) -> None:
+    """What a node sees when the shared store restarted empty: ids from 1 again, under another epoch."""
+    alice, bob = connect(service, "c1", "alice"), connect(service, "c2", "bob")
+    join(service, alice, "lobby")
+    join(service, bob, "lobby")
+    for i in range(5):
+        say(service, alice, "lobby", f"old {i}")
+    service.history.flush()
+    (joined,) = alice.of_type("joined")
+    old_epoch = joined["epoch"]
+    assert old_epoch == service.epoch("lobby")
+
+    for message_id in (1, 2, 2, 3):  # the broker delivers the new run's messages (one of them twice)
+        text = f'{{"type":"message","room":"lobby","id":{message_id},"from":"x","text":"new {message_id}","ts":1}}'
+        service.broker.publish("lobby", Outgoing(text.encode()), message_id=message_id, epoch="other-epoch")
+
+    for member in (alice, bob):
+        after_old = member.received[[e.get("text") for e in member.received].index("old 4") + 1 :]
+        assert after_old == [
+            {"type": "reset", "room": "lobby", "epoch": "other-epoch"},
+            *(
+                {"type": "message", "room": "lobby", "id": i, "from": "x", "text": f"new {i}", "ts": 1}
+                for i in (1, 2, 3)
+            ),
+        ]
+
+
+def test_join_with_a_since_of_another_epoch_gets_the_last_fifty_and_reset(service: ChatService) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    for i in range(60):
+        say(service, alice, "lobby", str(i))
+    service.history.flush()
+    current = service.epoch("lobby")
+    for request, reset in [
+        ({"since": 55, "epoch": current}, False),
+        ({"since": 55}, False),  # no epoch: the since is taken as it is
+        ({"since": 55, "epoch": "an-old-epoch"}, True),
+        ({"since": 61}, True),  # beyond the last id: only another epoch explains it
+    ]:
+        member = connect(service, f"m-{request}", "member")
+        service.handle(member, json.dumps({"type": "join", "room": "lobby", **request}))
+        (joined,) = member.of_type("joined")
+        assert joined["epoch"] == current
+        assert joined.get("reset", False) is reset, (request, joined)
+        expected = [str(i) for i in range(10, 60)] if reset else ["55", "56", "57", "58", "59"]
+        assert [m["text"] for m in joined["history"]] == expected
+    bad = connect(service, "c9", "bad")
+    service.handle(bad, json.dumps({"type": "join", "room": "lobby", "since": 3, "epoch": 7, "ref": "e"}))
+    assert bad.of_type("error") == [
+        {
+            "type": "error",
+            "code": "invalid_field",
+            "message": "epoch must be a string of at most 64 characters",
+            "ref": "e",
+        }
+    ]
+
+
 def test_join_without_since_gets_the_last_fifty(service: ChatService) -> None:
     alice = connect(service, "c1", "alice")
     join(service, alice, "lobby")

@@ -92,4 +92,6 @@ def test_a_bad_room_name_in_the_history_url_is_refused_with_400(app: Flask) -> N
 def test_history_of_an_unknown_room_is_empty(app: Flask) -> None:
     response = app.test_client().get("/api/rooms/nowhere/messages")
     assert response.status_code == 200
-    assert response.get_json() == {"room": "nowhere", "messages": []}
+    body = response.get_json()
+    assert (body["room"], body["messages"]) == ("nowhere", [])
+    assert isinstance(body["epoch"], str) and body["epoch"], "the epoch its ids will be numbered under"
