@@ -16,6 +16,15 @@ import tempfile
 
 import gevent
 
+# The master imports the chat's settings, never Flask (the
+# worker imports it when it loads wsgi:app). The worker's gevent patching
+# gives logging a lock that calls into gevent.thread; at the worker's exit
+# Python clears modules in the reverse order of their import, so a module
+# the master imported before the patch is cleared after gevent.thread, and a
+# logging handler it holds (Flask's default handler) is then freed through
+# that lock: "Exception ignored in: <function _removeHandlerRef ...>".
+from app.config import Settings
+
 bind = [os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")]
 worker_class = "gevent"
 workers = 1
@@ -28,8 +37,6 @@ control_socket_disable = True
 
 def on_starting(server):
     """Refuse a configuration that would split the rooms between processes, or expose a random key."""
-    from app.config import Settings
-
     refusal = Settings.from_env().refusal(server.cfg.bind)
     if refusal:
         raise SystemExit(f"chat: {refusal}")

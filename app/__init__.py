@@ -7,9 +7,10 @@ the process that serves the app (``gunicorn.conf.py`` or ``python -m app``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:  # Flask is imported when an app is made: see create_app
+    from flask import Flask
 
 from .config import Settings
 
@@ -18,6 +19,13 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """The Flask application, configured from ``settings`` (default: the environment)."""
+    # Not at the top: gunicorn's master imports app.config and app.logs, and
+    # must not import Flask. Its worker monkey-patches with gevent and only
+    # then makes the app; a Flask imported before that outlives gevent at the
+    # worker's exit, and freeing its logging handler then prints
+    # "Exception ignored in: <function _removeHandlerRef>" (gunicorn.conf.py).
+    from flask import Flask
+
     settings = settings or Settings.from_env(**overrides)
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config.update(

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
+import signal
 from pathlib import Path
 
 from app import create_app
 from app.config import Settings
-
-from .conftest import end_process, scaled
+from tests.chat.conftest import launch_chat
+from tests.running import assert_clean, use_the_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,48 +45,17 @@ def test_healthz_answers_ok() -> None:
     assert response.get_json() == {"status": "ok"}
 
 
-def test_gunicorn_serves_the_app_with_the_gevent_worker(tmp_path: Path) -> None:
-    """The README's run command, minus the install: gunicorn -c gunicorn.conf.py wsgi:app."""
-    env = {
-        **os.environ,
-        "CHAT_HTTP_BIND": "127.0.0.1:0",
-        "CHAT_WS_BIND": "127.0.0.1:0",
-        "CHAT_DB": str(tmp_path / "chat.db"),
-    }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn)] if gunicorn.exists() else [sys.executable, "-m", "gunicorn"]
-    proc = subprocess.Popen(
-        [*command, "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def test_gunicorn_stops_on_sigterm_with_status_0_and_no_traceback(tmp_path: Path) -> None:
+    """As the README runs it, after a session; no "Exception ignored in: <function _removeHandlerRef>" at exit."""
+    chat = launch_chat(tmp_path)
     try:
-        deadline = time.monotonic() + scaled(30)
-        port = None
-        seen = []
-        assert proc.stdout is not None
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
-            if match:
-                port = int(match.group(1))
-        assert port is not None, "".join(seen)
-        while time.monotonic() < deadline and not any("Using worker: gevent" in s for s in seen):
-            seen.append(proc.stdout.readline())
-        assert any("Using worker: gevent" in s for s in seen), "".join(seen)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=scaled(10)) as response:
-            assert response.status == 200
-            assert response.read() == b'{"status":"ok"}\n'
+        use_the_chat(chat.http)
     finally:
-        end_process(proc, scaled(15))
-        if proc.stdout is not None:
-            proc.stdout.close()
+        status = chat.stop(signal.SIGTERM)
+    logs = chat.logs()
+    assert status == 0, logs
+    assert "Using worker: gevent" in logs and "Shutting down: Master" in logs, logs
+    assert_clean(logs)
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
