@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 from pathlib import Path
 
@@ -10,8 +9,6 @@ from app import create_app
 from app.config import Settings
 from tests.chat.conftest import launch_chat
 from tests.running import assert_clean, use_the_chat
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_settings_come_from_chat_environment_variables() -> None:
@@ -56,11 +53,3 @@ def test_gunicorn_stops_on_sigterm_with_status_0_and_no_traceback(tmp_path: Path
     assert status == 0, logs
     assert "Using worker: gevent" in logs and "Shutting down: Master" in logs, logs
     assert_clean(logs)
-
-
-def test_ci_runs_exactly_the_readme_test_command() -> None:
-    readme = (ROOT / "README.md").read_text()
-    commands = re.findall(r"```sh\n(.+?)\n```", readme)
-    test_command = next(c for c in commands if "pytest" in c)
-    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert test_command in ci_lines
