@@ -16,13 +16,14 @@ import tempfile
 
 import gevent
 
-# The master imports the chat's settings, never Flask (the
+# The master imports the chat's settings and log formats, never Flask (the
 # worker imports it when it loads wsgi:app). The worker's gevent patching
 # gives logging a lock that calls into gevent.thread; at the worker's exit
 # Python clears modules in the reverse order of their import, so a module
 # the master imported before the patch is cleared after gevent.thread, and a
 # logging handler it holds (Flask's default handler) is then freed through
 # that lock: "Exception ignored in: <function _removeHandlerRef ...>".
+from app import logs
 from app.config import Settings
 
 bind = [os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")]
@@ -30,6 +31,8 @@ worker_class = "gevent"
 workers = 1
 graceful_timeout = 10
 accesslog = "-"
+# CHAT_LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON too.
+logconfig_dict = logs.gunicorn_logconfig(Settings.from_env().log_format)
 # No gunicornc control socket: its default path is shared by every gunicorn
 # of a user, so two chats on one machine would fight over it.
 control_socket_disable = True

@@ -15,15 +15,21 @@ if __name__ == "__main__":
 
     from gevent.pywsgi import WSGIServer
 
+    from app import logs
     from app.runtime import start_chat
     from app.server.server import parse_bind, wait_for_shutdown
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = app.config["CHAT_SETTINGS"]
+    # Every line in CHAT_LOG_FORMAT, as under gunicorn: the chat's, any library's, and the access lines.
+    console = logging.StreamHandler()
+    console.setFormatter(logs.formatter(settings.log_format))
+    logging.basicConfig(level=logging.INFO, handlers=[console])
+    log = logging.getLogger("wsgi")
     host, port = parse_bind(os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000"))
-    http = WSGIServer((host, port), app)
+    http = WSGIServer((host, port), app, log=logging.getLogger("wsgi.access"))
     http.start()
     chat = start_chat(app, [f"http://{host}:{http.server_port}"])
-    print(f"chat: web app on http://{host}:{http.server_port}/, WebSocket server on {chat.url}", flush=True)
+    log.info("chat: web app on http://%s:%s/, WebSocket server on %s", host, http.server_port, chat.url)
     wait_for_shutdown()
     http.stop(timeout=5)
     chat.stop(timeout=5)
