@@ -252,7 +252,10 @@ class RedisBroker(LocalBroker):
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel == self._events.encode():
-            room, exclude, message_id, epoch, body = data.split(b"\n", 4)
+            fields = data.split(b"\n", 4)
+            if len(fields) == 4:  # a node from before epochs: ``room \n exclude \n id \n JSON``
+                fields.insert(3, b"")
+            room, exclude, message_id, epoch, body = fields
             if self._deliver is not None:
                 self._deliver(
                     room.decode() or None,

@@ -407,6 +407,27 @@ def test_a_crashed_nodes_clients_leave_the_member_lists_as_they_leave_the_admin_
     ws_b.close_socket()
 
 
+def test_events_published_by_a_node_from_before_epochs_still_reach_the_clients(
+    start_node: Callable[..., ChatServer], prefix: str
+) -> None:
+    node = start_node(SHARED_REDIS, prefix)
+    room = fresh_room()
+    ws, _ = connect_to(node, fresh_nick("alice"))
+    with ws:
+        join(ws, room)
+        old_node = redis.Redis.from_url(SHARED_REDIS)  # publishing as the previous version did: no epoch field
+        try:
+            event = {"type": "system", "text": "from an older node", "room": room}
+            old_node.publish(f"{prefix}:events", f"{room}\n\n\n{json.dumps(event)}")
+            message = {"type": "message", "room": room, "id": 1, "from": "old", "text": "hello", "ts": 1}
+            old_node.publish(f"{prefix}:events", f"{room}\n\n1\n{json.dumps(message)}")
+        finally:
+            old_node.close()
+        assert recv_until(ws, lambda m: m.get("type") == "system")["text"] == "from an older node"
+        assert recv_until(ws, is_message(room)) == message
+    assert "subscriber failed" not in node.logs()
+
+
 # -- Redis goes away and comes back ---------------------------------------------------------------------------------
 
 
