@@ -5,8 +5,8 @@ from __future__ import annotations
 from app.config import Settings
 
 from .broker import Broker, LocalBroker
-from .history import SQLiteHistory
 from .service import ChatService
+from .sqlite_history import SQLiteHistory
 from .store import History
 
 __all__ = ["ChatService", "build_service"]

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from .protocol import Outgoing
+from .events import Outgoing
 
 __all__ = ["Broker", "Command", "Deliver", "LocalBroker", "Presence"]
 

@@ -1,62 +1,139 @@
-"""The JSON chat protocol (docs/protocol.md): commands in, events out.
+"""The JSON chat protocol's input side (docs/protocol.md): commands in, and the checks every surface shares.
 
 :func:`parse_command` turns a text frame into a typed command or raises
-:class:`ChatError` with the code the client gets back; :class:`Outgoing`
-holds an event encoded once, so a broadcast serializes it once for a whole
-room.
+:class:`ChatError` with the code the client gets back. The same checks
+(:func:`check_room`, :func:`check_nick`, :func:`check_text`) serve the HTTP
+surfaces (the push API, sessions, the admin API): a :class:`ChatError`
+carries its wire code and its HTTP status, and each surface has one handler
+that turns it into its answer (an ``error`` event, or a JSON error with the
+status). What goes out is :mod:`app.chat.events`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from json.encoder import encode_basestring
 from typing import Any
 
 __all__ = [
+    "HTTP_STATUS",
     "ROOM_NAME",
     "ChatError",
     "Join",
     "Leave",
     "ListRooms",
-    "Outgoing",
     "Ref",
     "Say",
-    "compact_json",
-    "json_ref",
-    "json_string",
+    "check_nick",
+    "check_room",
+    "check_text",
     "parse_command",
     "valid_nick",
+    "valid_ref",
+    "valid_room",
 ]
 
 ROOM_NAME = re.compile(r"[\w.-]{1,64}\Z")
 MAX_REF_LENGTH = 64
 #: Integer refs round-trip through a JavaScript number only up to 2**53 - 1 (Number.MAX_SAFE_INTEGER).
 MAX_SAFE_INTEGER = 2**53 - 1
+MAX_NICK_LENGTH = 32
+MAX_EPOCH_LENGTH = 64
 
 #: A client's correlation id: a string (at most 64 characters) or an integer
 #: (JSON-RPC ids and Socket.IO ack ids are integers); sent back as it came.
 Ref = str | int
-MAX_NICK_LENGTH = 32
-MAX_EPOCH_LENGTH = 64
+
+#: The HTTP status of each error code, for the surfaces that answer over HTTP
+#: (docs/protocol.md §1, §6, §7; docs/admin.md). WebSocket clients get the code.
+HTTP_STATUS = {
+    "invalid_json": 400,
+    "missing_field": 400,
+    "invalid_field": 400,
+    "invalid_room": 400,
+    "invalid_nick": 400,
+    "invalid_query": 400,
+    "invalid_seconds": 400,
+    "empty_text": 400,
+    "unknown_type": 400,
+    "unsupported": 400,
+    "unauthorized": 401,
+    "banned": 403,
+    "cross_site": 403,
+    "csrf": 403,
+    "not_found": 404,
+    "not_joined": 409,
+    "already_joined": 409,
+    "too_many_rooms": 409,
+    "nick_taken": 409,
+    "text_too_long": 413,
+    "too_large": 413,
+    "rate_limited": 429,
+    "unavailable": 503,
+    "degraded": 503,
+}
 
 
 class ChatError(Exception):
-    """A request the server refuses; the client gets ``{"type":"error", code, message, ref?}``."""
+    """A request the server refuses: its wire ``code``, a human ``message``, the request's ``ref``, an HTTP ``status``.
 
-    def __init__(self, code: str, message: str, ref: Ref | None = None) -> None:
+    Over the WebSocket it becomes ``{"type": "error", code, message, ref?}``
+    (:func:`app.chat.events.error`); over HTTP, ``{"error": code, "message":
+    message}`` with ``status`` (from :data:`HTTP_STATUS` unless given).
+    """
+
+    def __init__(self, code: str, message: str, ref: Ref | None = None, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.status = status or HTTP_STATUS.get(code, 400)
 
-    def to_json(self) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
-        if self.ref is not None:
-            event["ref"] = self.ref
-        return event
+
+def valid_nick(nick: object) -> bool:
+    """1–32 printable characters, without leading or trailing spaces."""
+    return isinstance(nick, str) and 1 <= len(nick) <= MAX_NICK_LENGTH and nick.isprintable() and nick == nick.strip()
+
+
+def valid_room(room: object) -> bool:
+    """Room names match ``^[\\w.-]{1,64}$``."""
+    return isinstance(room, str) and ROOM_NAME.match(room) is not None
+
+
+def valid_ref(ref: object) -> bool:
+    """A string of at most 64 characters, or an integer (not a boolean) a JavaScript number holds exactly."""
+    if type(ref) is int:
+        return -MAX_SAFE_INTEGER <= ref <= MAX_SAFE_INTEGER
+    return isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH
+
+
+def check_room(room: object, ref: Ref | None = None) -> str:
+    """``room`` if it is a room name; else :class:`ChatError` (``invalid_field``, ``invalid_room``)."""
+    if not isinstance(room, str):
+        raise ChatError("invalid_field", "room must be a string", ref)
+    if not valid_room(room):
+        raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'", ref)
+    return room
+
+
+def check_nick(nick: object, field: str = "nick", code: str = "invalid_nick") -> str:
+    """``nick`` if it is a valid nick; else :class:`ChatError` with ``code``, naming ``field``."""
+    if not valid_nick(nick):
+        raise ChatError(code, f"{field} must be 1-32 printable characters, without leading or trailing spaces")
+    assert isinstance(nick, str)
+    return nick
+
+
+def check_text(text: object, max_text: int, ref: Ref | None = None) -> str:
+    """``text`` if it may be said; else :class:`ChatError` (``invalid_field``, ``empty_text``, ``text_too_long``)."""
+    if not isinstance(text, str):
+        raise ChatError("invalid_field", "text must be a string", ref)
+    if not text:
+        raise ChatError("empty_text", "text is empty", ref)
+    if len(text) > max_text:
+        raise ChatError("text_too_long", f"text is longer than {max_text} characters", ref)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,32 +166,10 @@ class ListRooms:
 Command = Join | Say | Leave | ListRooms
 
 
-def valid_nick(nick: object) -> bool:
-    """1–32 printable characters, without leading or trailing spaces."""
-    return isinstance(nick, str) and 1 <= len(nick) <= MAX_NICK_LENGTH and nick.isprintable() and nick == nick.strip()
-
-
-def valid_ref(ref: object) -> bool:
-    """A string of at most 64 characters, or an integer (not a boolean) a JavaScript number holds exactly."""
-    if type(ref) is int:
-        return -MAX_SAFE_INTEGER <= ref <= MAX_SAFE_INTEGER
-    return isinstance(ref, str) and len(ref) <= MAX_REF_LENGTH
-
-
-def valid_room(room: object) -> bool:
-    """Room names match ``^[\\w.-]{1,64}$``."""
-    return isinstance(room, str) and ROOM_NAME.match(room) is not None
-
-
-def _room(obj: dict[str, Any], ref: Ref | None) -> str:
-    if "room" not in obj:
-        raise ChatError("missing_field", "room is required", ref)
-    room = obj["room"]
-    if not isinstance(room, str):
-        raise ChatError("invalid_field", "room must be a string", ref)
-    if not valid_room(room):
-        raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'", ref)
-    return room
+def _required(obj: dict[str, Any], field: str, ref: Ref | None) -> Any:
+    if field not in obj:
+        raise ChatError("missing_field", f"{field} is required", ref)
+    return obj[field]
 
 
 def parse_command(text: str, *, max_text: int = 4000) -> Command:
@@ -133,19 +188,10 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
         )
     kind = obj.get("type")
     if kind == "say":
-        room = _room(obj, ref)
-        if "text" not in obj:
-            raise ChatError("missing_field", "text is required", ref)
-        body = obj["text"]
-        if not isinstance(body, str):
-            raise ChatError("invalid_field", "text must be a string", ref)
-        if not body:
-            raise ChatError("empty_text", "text is empty", ref)
-        if len(body) > max_text:
-            raise ChatError("text_too_long", f"text is longer than {max_text} characters", ref)
-        return Say(room, body, ref)
+        room = check_room(_required(obj, "room", ref), ref)
+        return Say(room, check_text(_required(obj, "text", ref), max_text, ref), ref)
     if kind == "join":
-        room = _room(obj, ref)
+        room = check_room(_required(obj, "room", ref), ref)
         since = obj.get("since")
         if since is not None and (type(since) is not int or since < 0):
             raise ChatError("invalid_field", "since must be a non-negative integer", ref)
@@ -154,45 +200,9 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
             raise ChatError("invalid_field", f"epoch must be a string of at most {MAX_EPOCH_LENGTH} characters", ref)
         return Join(room, since, ref, epoch)
     if kind == "leave":
-        return Leave(_room(obj, ref), ref)
+        return Leave(check_room(_required(obj, "room", ref), ref), ref)
     if kind == "rooms":
         return ListRooms(ref)
     if kind is None:
         raise ChatError("unknown_type", "type is required", ref)
     raise ChatError("unknown_type", f"unknown type {str(kind)[:32]!r}", ref)
-
-
-#: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-#: A ``str`` as a JSON string, quoted: the C function ``_COMPACT`` itself uses for strings.
-json_string: Callable[[str], str] = encode_basestring
-
-
-def json_ref(ref: Ref) -> str:
-    """A ref as JSON: a string quoted, an integer as its digits."""
-    return json_string(ref) if isinstance(ref, str) else str(ref)
-
-
-def compact_json(value: Any) -> str:
-    """``value`` as the wire's JSON: no spaces, non-ASCII characters kept as they are."""
-    return _COMPACT.encode(value)
-
-
-class Outgoing:
-    """An event encoded once as UTF-8 JSON, with room for the transport's framing.
-
-    ``frames`` is the transport's cache: the WebSocket layer stores the
-    encoded frame per encoding, so a broadcast frames (and compresses) a
-    message once for all the connections that share an encoding.
-    """
-
-    __slots__ = ("data", "frames")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.frames: dict[object, bytes] = {}
-
-    @classmethod
-    def of(cls, event: dict[str, Any]) -> Outgoing:
-        """Encode ``event`` compactly."""
-        return cls(_COMPACT.encode(event).encode())

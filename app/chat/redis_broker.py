@@ -52,8 +52,9 @@ from gevent.event import Event
 
 from app import metrics
 
+from . import events
 from .broker import Command, Deliver, LocalBroker, Presence
-from .protocol import Outgoing, compact_json
+from .events import Outgoing, compact_json
 from .redis_history import event_header
 from .redis_link import UNREACHABLE, RedisLink
 
@@ -340,8 +341,7 @@ class RedisBroker(LocalBroker):
                     if count < 0:
                         continue
                     if gone:
-                        event = {"type": "presence", "room": room, "nick": info["nick"], "event": "leave"}
-                        self.publish(room, Outgoing.of({**event, "count": count}))
+                        self.publish(room, events.presence(room, info["nick"], "leave", count))
             self.link.client.delete(clients_key)
 
     # -- presence -------------------------------------------------------------

@@ -38,10 +38,10 @@ import redis
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from .history import HistoryError, OnStored, Replay, StoredMessage, message_json_around_id, new_epoch
+from .events import message_json_around_id
 from .protocol import Ref
 from .redis_link import UNREACHABLE, RedisLink
-from .store import HistoryUnavailable
+from .store import HistoryError, HistoryUnavailable, OnStored, Replay, StoredMessage, new_epoch
 
 __all__ = ["RedisHistory", "event_header"]
 

@@ -1,7 +1,7 @@
 """The chat domain's one entry point: connect, handle a client's message, disconnect.
 
 Data flows one way: the transport hands :class:`ChatService` a member's
-text; a ``say`` is stored first (:mod:`app.chat.history`, group commit), and
+text; a ``say`` is stored first (:mod:`app.chat.store`, group commit), and
 only once durable is it published to the broker, whose delivery encodes it
 once and hands the same bytes to every member of the room.
 
@@ -30,25 +30,14 @@ from gevent.event import AsyncResult
 
 from app import metrics
 
+from . import events
 from .auth import Identity
 from .broker import Broker
-from .history import HistoryError, Replay, StoredMessage
+from .events import Outgoing
 from .limits import RateLimiter, Verdict
-from .protocol import (
-    ChatError,
-    Join,
-    Leave,
-    ListRooms,
-    Outgoing,
-    Ref,
-    Say,
-    compact_json,
-    parse_command,
-    valid_nick,
-    valid_room,
-)
-from .rooms import Kept, Member, Room, Rooms
-from .store import History, HistoryUnavailable
+from .protocol import ChatError, Join, Leave, ListRooms, Ref, Say, check_nick, check_room, check_text, parse_command
+from .rooms import Client, Member, Rooms
+from .store import History, HistoryError, HistoryUnavailable, Replay, StoredMessage
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
 
@@ -96,8 +85,7 @@ class ChatService:
         self.messages_stored = 0
         self._fanout_samples: deque[float] = deque(maxlen=FANOUT_SAMPLES)
         self.rooms = Rooms()
-        self.members: dict[str, Member] = {}
-        self._joined: dict[str, set[str]] = {}  # conn id -> room names
+        self._clients: dict[str, Client] = {}
         self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
         self._clock: Callable[[], float] = time.time
 
@@ -117,26 +105,25 @@ class ChatService:
 
     def connect(self, member: Member) -> None:
         """A client connected: say hello."""
-        self.members[member.conn_id] = member
-        self._joined[member.conn_id] = set()
-        self.broker.connected(member, lambda: self._describe(member))
-        member.send(Outgoing.of({"type": "hello", "nick": member.nick, "conn": member.conn_id}))
+        client = self._clients[member.conn_id] = Client(member)
+        self.broker.connected(member, lambda: self._describe(client))
+        member.send(events.hello(member.nick, member.conn_id))
 
     def disconnect(self, member: Member) -> None:
-        """A client is gone: it leaves every room."""
-        for room in sorted(self._joined.pop(member.conn_id, ())):
-            self._remove(member, room)
+        """A client is gone: it leaves every room (a join under way undoes itself)."""
         self.limiter.forget(member.conn_id)
-        if self.members.pop(member.conn_id, None) is not None:
-            self.broker.disconnected(member)
+        client = self._clients.pop(member.conn_id, None)
+        if client is None:
+            return
+        client.gone = True
+        for room in sorted(client.rooms):
+            self._remove(member, room)
+        client.rooms.clear()
+        self.broker.disconnected(member)
 
     def nick_taken(self, identity: Identity) -> bool:
         """Whether a connected client of *another* session holds the nick, on any process."""
         return self.broker.nick_taken(identity.nick, identity.session_id)
-
-    def rooms_of(self, member: Member) -> set[str]:
-        """The rooms a member has joined."""
-        return set(self._joined.get(member.conn_id, ()))
 
     # -- client messages -------------------------------------------------------
 
@@ -153,9 +140,9 @@ class ChatService:
             elif isinstance(command, Leave):
                 self._leave(member, command)
             elif isinstance(command, ListRooms):
-                member.send(Outgoing.of({"type": "rooms", "rooms": self.room_list()}))
-        except ChatError as error:
-            member.send(Outgoing.of(error.to_json()))
+                member.send(events.rooms(self.room_list()))
+        except ChatError as error:  # the WebSocket's one error handler
+            member.send(events.error(error.code, error.message, error.ref))
 
     def _within_rate(self, member: Member) -> bool:
         """Whether a message may be handled; a flood is refused, then closed (1008)."""
@@ -166,16 +153,16 @@ class ChatService:
             member.close(POLICY_VIOLATION, "message rate limit exceeded")
         else:
             per_second = f"{self.limiter.rate:g}"
-            error = ChatError("rate_limited", f"too many messages: at most {per_second} per second, slow down")
-            member.send(Outgoing.of(error.to_json()))
+            member.send(events.error("rate_limited", f"too many messages: at most {per_second} per second, slow down"))
         return False
 
     def unsupported(self, member: Member) -> None:
         """A binary message: not part of the protocol."""
-        member.send(Outgoing.of(ChatError("unsupported", "binary messages are not supported").to_json()))
+        member.send(events.error("unsupported", "binary messages are not supported"))
 
     def _say(self, member: Member, command: Say) -> None:
-        if command.room not in self._joined.get(member.conn_id, ()):
+        client = self._clients.get(member.conn_id)
+        if client is None or command.room not in client.rooms:
             raise ChatError("not_joined", "join the room first", command.ref)
 
         arrived = time.perf_counter()
@@ -183,7 +170,8 @@ class ChatService:
         def stored(result: StoredMessage | HistoryError) -> None:
             if isinstance(result, HistoryError):
                 log.error("message to %s not stored: %s", command.room, result)
-                member.send(Outgoing.of(_not_stored(result, command.ref).to_json()))
+                error = _not_stored(result, command.ref)
+                member.send(events.error(error.code, error.message, error.ref))
                 return
             durable = time.perf_counter()
             self._publish_message(result)
@@ -222,56 +210,49 @@ class ChatService:
     def _publish_message(self, message: StoredMessage) -> None:
         if not self.history.publishes:
             self.broker.publish(
-                message.room,
-                Outgoing(message.json_text().encode()),
-                message_id=message.id,
-                epoch=self.history.epoch(message.room),
+                message.room, events.message(message), message_id=message.id, epoch=self.history.epoch(message.room)
             )
 
     def _join(self, member: Member, command: Join) -> None:
-        rooms = self._joined.get(member.conn_id)
-        if rooms is None:
-            return  # disconnected meanwhile
-        if command.room in rooms:
+        """Join a room: read its history while delivery to it is kept aside, record presence, then go live.
+
+        Reading history and recording presence both yield to other greenlets
+        (the reader thread, a Redis round trip): the client may be gone after
+        either, and the join then undoes itself (see :mod:`app.chat.rooms`).
+        """
+        client = self._clients.get(member.conn_id)
+        if client is None:
+            return
+        if command.room in client.rooms:
             raise ChatError("already_joined", "already in this room", command.ref)
-        if self.max_rooms and len(rooms) >= self.max_rooms:
+        if self.max_rooms and len(client.rooms) >= self.max_rooms:
             raise ChatError("too_many_rooms", f"a client may be in at most {self.max_rooms} rooms", command.ref)
         room = self.rooms.get_or_create(command.room)
-        kept = room.joining[member.conn_id] = []
+        room.begin_join(member.conn_id)
         try:
             replay, truncated, reset = self._history_for_join(command)
         except HistoryError as error:
-            del room.joining[member.conn_id]
-            self.rooms.discard_if_empty(command.room)
+            room.abort_join(member.conn_id)
+            self.rooms.discard_if_empty(room.name)
             raise _not_stored(error, command.ref, "history unavailable, try again") from None
-        presence_recorded = member.conn_id in self._joined
-        if presence_recorded:
-            # Still joining: what is delivered while the broker answers (a Redis
-            # round trip) is kept too, and so reaches the client after ``joined``.
-            rooms.add(command.room)  # the broker's registry shows the room
-            new_nick, nicks = self.broker.room_join(command.room, member)
-        del room.joining[member.conn_id]
-        if member.conn_id not in self._joined:  # disconnected meanwhile
-            if presence_recorded:
-                self.broker.room_leave(command.room, member)
-            self.rooms.discard_if_empty(command.room)
+        if client.gone:
+            room.abort_join(member.conn_id)
+            self.rooms.discard_if_empty(room.name)
             return
-        room.add(member)
-        history = replay.messages
-        epoch, last_id = replay.epoch, history[-1].id if history else (0 if reset else command.since or 0)
-        if not room.epoch:
-            room.epoch = epoch
-        if (epoch == room.epoch and last_id > room.last_id) or (epoch != room.epoch and not _restarted(kept)):
-            # The read saw messages this process has not delivered yet (another
-            # process stored them), or a newer epoch: they are on their way, and
-            # must skip this member.
-            room.floors[member.conn_id] = (epoch, last_id)
-        member.send(_joined(command.room, nicks, replay, truncated, reset))
-        _send_kept(member, kept, epoch, last_id)
+        # Still joining: what is delivered while the broker answers (a Redis
+        # round trip) is kept too, and so reaches the client after ``joined``.
+        client.rooms.add(room.name)  # the broker's registry shows the room
+        new_nick, nicks = self.broker.room_join(room.name, member)
+        if client.gone:  # its disconnect left client.rooms; presence is this join's to undo
+            room.abort_join(member.conn_id)
+            self.broker.room_leave(room.name, member)
+            self.rooms.discard_if_empty(room.name)
+            return
+        last_id = replay.messages[-1].id if replay.messages else (0 if reset else command.since or 0)
+        room.finish_join(member, events.joined(room.name, nicks, replay, truncated, reset), replay.epoch, last_id)
         if new_nick:
-            presence = {"type": "presence", "room": command.room, "nick": member.nick, "event": "join"}
             self.broker.publish(
-                command.room, Outgoing.of({**presence, "count": len(nicks)}), exclude_conn=member.conn_id
+                room.name, events.presence(room.name, member.nick, "join", len(nicks)), exclude_conn=member.conn_id
             )
 
     def _history_for_join(self, command: Join) -> tuple[Replay, bool, bool]:
@@ -290,22 +271,21 @@ class ChatService:
         return replay, truncated, False
 
     def _leave(self, member: Member, command: Leave) -> None:
-        rooms = self._joined.get(member.conn_id, set())
-        if command.room not in rooms:
+        client = self._clients.get(member.conn_id)
+        if client is None or command.room not in client.rooms:
             raise ChatError("not_joined", "not in this room", command.ref)
-        rooms.discard(command.room)
+        client.rooms.discard(command.room)
         self._remove(member, command.room)
-        member.send(Outgoing.of({"type": "left", "room": command.room}))
+        member.send(events.left(command.room))
 
     def _remove(self, member: Member, name: str) -> None:
         room = self.rooms.get(name)
         if room is None:
             return
-        if room.remove(member):
+        if room.remove(member.conn_id):
             gone, count = self.broker.room_leave(name, member)
             if gone:
-                presence = {"type": "presence", "room": name, "nick": member.nick, "event": "leave", "count": count}
-                self.broker.publish(name, Outgoing.of(presence))
+                self.broker.publish(name, events.presence(name, member.nick, "leave", count))
         self.rooms.discard_if_empty(name)
 
     # -- delivery --------------------------------------------------------------
@@ -318,65 +298,19 @@ class ChatService:
         exclude_conn: str | None,
         epoch: str | None = None,
     ) -> None:
-        """Hand a room event to this process's members: encoded once, the same bytes to all."""
+        """Hand an event from the broker to this process's members of its room (every client if no room)."""
         if name is None:
-            for member in list(self.members.values()):
-                member.send(message)
+            for client in list(self._clients.values()):
+                client.member.send(message)
             return
         room = self.rooms.get(name)
-        if room is None:
-            return
-        if message_id is not None:
-            if epoch and epoch != room.epoch:
-                if room.epoch:
-                    self._restart(room, epoch)
-                room.epoch = epoch
-            if message_id <= room.last_id:
-                return  # delivered already (a catch-up after an outage overlaps the live stream)
-            room.last_id = message_id
-            if room.floors:
-                self._deliver_past_floors(room, message, message_id)
-                return
-        for conn_id, member in room.members.items():
-            if conn_id != exclude_conn:
-                member.send(message)
-        if room.joining:
-            entry = Kept(message, message_id, room.epoch if message_id is not None else None)
-            for kept in room.joining.values():
-                kept.append(entry)
-
-    @staticmethod
-    def _deliver_past_floors(room: Room, message: Outgoing, message_id: int) -> None:
-        """Deliver a message to the members whose join's history did not hold it already."""
-        epoch = room.epoch
-        for conn_id, member in room.members.items():
-            floor = room.floors.get(conn_id)
-            if floor is None or (floor[0] == epoch and message_id > floor[1]):
-                member.send(message)
-        room.floors = {conn: floor for conn, floor in room.floors.items() if floor[0] != epoch or floor[1] > message_id}
-        entry = Kept(message, message_id, epoch)
-        for kept in room.joining.values():
-            kept.append(entry)
-
-    @staticmethod
-    def _restart(room: Room, epoch: str) -> None:
-        """The room's ids start again under ``epoch``: its members reset their position first."""
-        log.warning("room %s: its history restarted (epoch %s); members told to reset", room.name, epoch)
-        room.epoch, room.last_id = epoch, 0
-        reset = Outgoing.of({"type": "reset", "room": room.name, "epoch": epoch})
-        for conn_id, member in room.members.items():
-            floor = room.floors.get(conn_id)
-            if floor is None or floor[0] != epoch:  # else its join read the new epoch already
-                member.send(reset)
-        room.floors = {conn: floor for conn, floor in room.floors.items() if floor[0] == epoch}
-        entry = Kept(reset, None, epoch, restart=True)
-        for kept in room.joining.values():
-            kept.append(entry)
+        if room is not None:
+            room.deliver(message, message_id, exclude_conn, epoch)
 
     def _catch_up(self) -> None:
         """After the shared store was unreachable: deliver what this process may have missed."""
         for name, room in list(self.rooms.items()):
-            if not room.members:
+            if not room.has_members:
                 continue
             try:  # floors are all above last_id: nobody here has seen past it
                 replay = self.history.replay(name, room.last_id, MAX_SINCE)
@@ -386,20 +320,20 @@ class ChatService:
                 log.warning("catching up on %s failed: %s", name, error)
                 continue
             for message in replay.messages:
-                self._deliver(name, Outgoing(message.json_text().encode()), message.id, None, replay.epoch)
+                room.deliver(events.message(message), message.id, None, replay.epoch)
 
     # -- operators and backends -------------------------------------------------
 
     def kick(self, conn_id: str, reason: str = "disconnected by an admin") -> bool:
         """Close one connection, on whichever process it is, with 4001; whether it was connected."""
-        if conn_id not in self.members and not self.broker.remote_client(conn_id):
+        if conn_id not in self._clients and not self.broker.remote_client(conn_id):
             return False
         self._order({"op": "kick", "conn": conn_id, "reason": reason})
         return True
 
     def ban(self, nick: str, seconds: float) -> int:
         """Refuse ``nick`` for ``seconds`` everywhere: close its connections (4003); how many."""
-        closing = sum(1 for m in self.members.values() if m.nick == nick) + self.broker.remote_connections(nick)
+        closing = sum(1 for c in self._clients.values() if c.member.nick == nick) + self.broker.remote_connections(nick)
         self._order({"op": "ban", "nick": nick, "until": self._clock() + seconds, "seconds": int(seconds)})
         return closing
 
@@ -412,15 +346,15 @@ class ChatService:
         """An operator's command, from this process or another: act on the clients here."""
         op = command.get("op")
         if op == "kick":
-            member = self.members.get(command["conn"])
-            if member is not None:
-                member.close(KICKED, command["reason"])
+            client = self._clients.get(command["conn"])
+            if client is not None:
+                client.member.close(KICKED, command["reason"])
         elif op == "ban":
             nick, until = command["nick"], float(command["until"])
             self._bans[nick] = max(until, self._bans.get(nick, 0.0))
             if until > self._clock():
-                for member in [m for m in self.members.values() if m.nick == nick]:
-                    member.close(BANNED, f"banned for {command['seconds']} s by an admin")
+                for client in [c for c in self._clients.values() if c.member.nick == nick]:
+                    client.member.close(BANNED, f"banned for {command['seconds']} s by an admin")
         else:
             log.warning("unknown operator command %r ignored", op)
 
@@ -441,26 +375,18 @@ class ChatService:
 
     def system(self, text: str, room: str | None = None) -> None:
         """A system message to one room's members, or to every connected client, on every process."""
-        event: dict[str, Any] = {"type": "system", "text": text}
-        if room is not None:
-            event["room"] = room
-        self.broker.publish(room, Outgoing.of(event))
+        self.broker.publish(room, events.system(text, room))
 
-    def post(self, room: str, text: str, nick: str) -> StoredMessage:
+    def post(self, room: str, text: object, nick: object) -> StoredMessage:
         """Store a message from a backend and deliver it like any other, once stored.
 
         Blocks the calling greenlet until the message is durable. Raises
         :class:`ChatError` for bad input and :class:`HistoryError` when it
         could not be stored.
         """
-        if not valid_room(room):
-            raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
-        if not valid_nick(nick):
-            raise ChatError("invalid_field", "from must be 1-32 printable characters")
-        if not text:
-            raise ChatError("empty_text", "text is empty")
-        if len(text) > self.max_text:
-            raise ChatError("text_too_long", f"text is longer than {self.max_text} characters")
+        check_room(room)
+        check_nick(nick, "from", "invalid_field")
+        check_text(text, self.max_text)
         done: AsyncResult = AsyncResult()
 
         def stored(result: StoredMessage | HistoryError) -> None:
@@ -468,7 +394,7 @@ class ChatService:
                 self._publish_message(result)
             done.set(result)
 
-        self.history.submit(room, nick, text, int(self._clock() * 1000), None, stored)
+        self.history.submit(room, str(nick), str(text), int(self._clock() * 1000), None, stored)
         result = done.get(timeout=STORE_TIMEOUT)
         if isinstance(result, HistoryError):
             raise result
@@ -484,12 +410,11 @@ class ChatService:
 
     def clients(self) -> list[dict[str, Any]]:
         """Every connected client with its rooms (this process's first), for the admin page."""
-        local = [self._describe(member) for member in list(self.members.values())]
+        local = [self._describe(client) for client in list(self._clients.values())]
         return local + self.broker.remote_clients()
 
-    def _describe(self, member: Member) -> dict[str, Any]:
-        rooms = sorted(self._joined.get(member.conn_id, ()))
-        return {**member.describe(), "node": self.broker.node or None, "rooms": rooms}
+    def _describe(self, client: Client) -> dict[str, Any]:
+        return {**client.member.describe(), "node": self.broker.node or None, "rooms": sorted(client.rooms)}
 
     def epoch(self, room: str) -> str:
         """The epoch the room's ids are numbered under now (docs/protocol.md §4.1)."""
@@ -500,35 +425,6 @@ class ChatService:
         if since is None:
             return self.history.recent(room, limit)
         return self.history.since(room, since, limit)
-
-
-def _joined(room: str, nicks: list[str], replay: Replay, truncated: bool, reset: bool) -> Outgoing:
-    """The ``joined`` event, its history spliced in as each message's JSON (a replay of 1000 is one join)."""
-    head = compact_json({"type": "joined", "room": room, "members": nicks, "epoch": replay.epoch})
-    messages = ",".join(message.json_text() for message in replay.messages)
-    more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
-    return Outgoing(f'{head[:-1]},"history":[{messages}]{more}}}'.encode())
-
-
-def _restarted(kept: list[Kept]) -> bool:
-    """Whether the room's ids restarted while a join was reading its history."""
-    return any(entry.restart for entry in kept)
-
-
-def _send_kept(member: Member, kept: list[Kept], epoch: str, last_id: int) -> None:
-    """What was delivered while ``member`` joined, past the position its ``joined`` left it at."""
-    for entry in kept:
-        if entry.restart:
-            if entry.epoch != epoch:  # else its history was read under the new epoch already
-                member.send(entry.message)
-                epoch, last_id = entry.epoch or "", 0
-        elif entry.message_id is None:
-            member.send(entry.message)
-        else:
-            epoch = epoch or entry.epoch or ""  # the room's first epoch, unknown when read
-            if (entry.epoch or epoch) == epoch and entry.message_id > last_id:
-                member.send(entry.message)
-                last_id = entry.message_id
 
 
 def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:

@@ -1,6 +1,6 @@
-"""The history interface the chat service stores to and reads from.
+"""The history store: its interface, and the types every implementation shares.
 
-Two implementations: :class:`~app.chat.history.SQLiteHistory` (embedded, one
+Two implementations: :class:`~app.chat.sqlite_history.SQLiteHistory` (embedded, one
 process) and :class:`~app.chat.redis_history.RedisHistory` (Redis Streams,
 shared by every process). Both give each room's messages ids 1, 2, 3 … and
 acknowledge a message (``on_stored``) only once it is durable.
@@ -14,12 +14,55 @@ epoch, so nobody mistakes the new message 3 for the old one (as Centrifugo's
 
 from __future__ import annotations
 
-from typing import Protocol
+import secrets
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
-from .history import HistoryError, OnStored, Replay, StoredMessage
 from .protocol import Ref
 
-__all__ = ["History", "HistoryUnavailable"]
+__all__ = ["History", "HistoryError", "HistoryUnavailable", "OnStored", "Replay", "StoredMessage", "new_epoch"]
+
+
+class StoredMessage(NamedTuple):
+    """A chat message as committed to the history (its event: :func:`app.chat.events.message`).
+
+    A tuple, as SQLite reads and writes rows: a replay of 1000 messages makes
+    1000 of these, and a frozen dataclass's ``__init__`` cost 3 times as much.
+    """
+
+    room: str
+    #: Increases by 1 within the room, starting at 1 (within an epoch).
+    id: int
+    nick: str
+    text: str
+    #: Milliseconds since the epoch, given by the sender's side.
+    ts: int
+    #: The sender's correlation id, kept so a reconnecting client can match its sends.
+    ref: Ref | None = None
+
+
+class Replay(NamedTuple):
+    """What a join reads, at one point of a room's history."""
+
+    #: The room's epoch: ids count from 1 again under another one.
+    epoch: str
+    #: The room's last id then.
+    last_id: int
+    #: The newest ``limit`` messages (after ``since`` if given), oldest first.
+    messages: list[StoredMessage]
+
+
+def new_epoch() -> str:
+    """A fresh epoch name: 8 random bytes, hex (a collision is a 1 in 2**64 chance)."""
+    return secrets.token_hex(8)
+
+
+class HistoryError(Exception):
+    """Storing or reading failed (disk full, database locked, Redis refused ...); nothing was acknowledged."""
+
+
+#: Called once the message is durable, with it, or with why it is not.
+OnStored = Callable[[StoredMessage | HistoryError], None]
 
 
 class HistoryUnavailable(HistoryError):

@@ -24,7 +24,7 @@ import gevent
 
 from app import metrics
 from app.chat.auth import Identity
-from app.chat.protocol import Outgoing
+from app.chat.events import Outgoing
 from app.chat.service import ChatService
 from app.config import Settings
 from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject

@@ -32,7 +32,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from app.chat.limits import RateLimiter
-from app.chat.protocol import valid_nick, valid_room
+from app.chat.protocol import ChatError, check_nick, check_text, valid_room
 from app.chat.service import ChatService
 
 from .api import error
@@ -277,26 +277,19 @@ def _authenticate() -> ResponseReturnValue | None:
     return None
 
 
-class Refused(Exception):
-    """A request the API refuses, with its status and JSON error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@api.errorhandler(Refused)
-def _refused(exc: Refused) -> ResponseReturnValue:
+@api.errorhandler(ChatError)
+def _refused(exc: ChatError) -> ResponseReturnValue:
+    """The admin API's one answer to a refusal: the code, the message, the status."""
     return error(exc.status, exc.code, exc.message)
 
 
 def _json_object() -> dict[str, Any]:
     """The request's JSON object; anything else is refused."""
     if (request.content_length or 0) > MAX_BODY:
-        raise Refused(413, "too_large", f"the body is over {MAX_BODY} bytes")
+        raise ChatError("too_large", f"the body is over {MAX_BODY} bytes")
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise Refused(400, "invalid_json", "send a JSON object (Content-Type: application/json)")
+        raise ChatError("invalid_json", "send a JSON object (Content-Type: application/json)")
     return data
 
 
@@ -330,7 +323,7 @@ def bans() -> ResponseReturnValue:
 def kick(conn_id: str) -> ResponseReturnValue:
     """Close one connection with 4001."""
     if not chat().kick(conn_id, KICK_REASON):
-        return error(404, "not_found", f"no connected client {conn_id!r}")
+        raise ChatError("not_found", f"no connected client {conn_id!r}")
     log.warning("admin: kicked %s (from %s)", conn_id, request.remote_addr)
     return jsonify(kicked=conn_id)
 
@@ -339,11 +332,9 @@ def kick(conn_id: str) -> ResponseReturnValue:
 def ban() -> ResponseReturnValue:
     """Ban a nick for ``seconds``: its connections close with 4003, new ones are refused."""
     data = _json_object()
-    nick, seconds = data.get("nick"), data.get("seconds")
-    if not isinstance(nick, str) or not valid_nick(nick):
-        raise Refused(400, "invalid_nick", "nick must be 1-32 printable characters, without leading or trailing spaces")
+    nick, seconds = check_nick(data.get("nick")), data.get("seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, int) or not 1 <= seconds <= MAX_BAN_SECONDS:
-        raise Refused(400, "invalid_seconds", f"seconds must be an integer from 1 to {MAX_BAN_SECONDS}")
+        raise ChatError("invalid_seconds", f"seconds must be an integer from 1 to {MAX_BAN_SECONDS}")
     closed = chat().ban(nick, seconds)
     until = next(entry["until"] for entry in chat().bans() if entry["nick"] == nick)
     log.warning(
@@ -356,15 +347,11 @@ def ban() -> ResponseReturnValue:
 def broadcast() -> ResponseReturnValue:
     """A system message to one room's members, or to every connected client."""
     data = _json_object()
-    text, room = data.get("text"), data.get("room")
-    if not isinstance(text, str):
-        raise Refused(400, "invalid_field", "text is required and must be a string")
-    if not text.strip():
-        raise Refused(400, "empty_text", "text is empty")
-    if len(text) > chat().max_text:
-        raise Refused(400, "text_too_long", f"text is longer than {chat().max_text} characters")
+    text, room = check_text(data.get("text"), chat().max_text), data.get("room")
+    if not text.strip():  # an announcement of spaces says nothing
+        raise ChatError("empty_text", "text is empty")
     if room is not None and not valid_room(room):
-        raise Refused(400, "invalid_room", "room is optional; room names are 1-64 letters, digits, '_', '.' or '-'")
+        raise ChatError("invalid_room", "room is optional; room names are 1-64 letters, digits, '_', '.' or '-'")
     chat().system(text, room)
     log.warning("admin: system message to %s (from %s)", room or "everyone", request.remote_addr)
     return jsonify({}), 202

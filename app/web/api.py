@@ -1,4 +1,10 @@
-"""The HTTP API: sessions, rooms and history (docs/protocol.md §1, §6)."""
+"""The HTTP API: sessions, rooms, history and the push API (docs/protocol.md §1, §6, §7).
+
+Every refusal is a :class:`~app.chat.protocol.ChatError` (its code and HTTP
+status) or a :class:`~app.chat.store.HistoryError` (503), raised by the
+checks the WebSocket shares and answered by this blueprint's one handler as
+``{"error": code, "message": text}``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ from urllib.parse import quote
 from flask import Blueprint, Flask, current_app, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
+from app.chat import events
 from app.chat.auth import Identity, TokenSigner
-from app.chat.history import HistoryError
-from app.chat.protocol import ChatError, valid_nick, valid_room
+from app.chat.protocol import ChatError, check_nick, check_room
 from app.chat.service import ChatService
+from app.chat.store import HistoryError
 
 from .sessions import ws_base
 
@@ -25,6 +32,25 @@ MAX_HISTORY_PAGE = 1000
 def error(status: int, code: str, message: str) -> ResponseReturnValue:
     """A JSON error: ``{"error": code, "message": message}``."""
     return jsonify(error=code, message=message), status
+
+
+@bp.errorhandler(ChatError)
+def refused(exc: ChatError) -> ResponseReturnValue:
+    """The API's one answer to a refusal: the code, the message, the status."""
+    return error(exc.status, exc.code, exc.message)
+
+
+@bp.errorhandler(HistoryError)
+def history_unavailable(exc: HistoryError) -> ResponseReturnValue:
+    return error(503, "unavailable", "the history is unavailable, try again")
+
+
+def json_object(example: str) -> dict[str, Any]:
+    """The request's JSON object body; else ``invalid_json``, showing ``example``."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ChatError("invalid_json", f"send a JSON object like {example}")
+    return data
 
 
 def chat() -> ChatService:
@@ -39,18 +65,13 @@ def ws_url(token: str) -> str:
 @bp.post("/session")
 def create_session() -> ResponseReturnValue:
     """Pick a nick: a signed token and the WebSocket URL (and the session cookie)."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return error(400, "invalid_json", 'send a JSON object like {"nick": "alice"}')
-    nick = data.get("nick")
-    if not isinstance(nick, str) or not valid_nick(nick):
-        return error(400, "invalid_nick", "nicks are 1-32 printable characters, without leading or trailing spaces")
+    nick = check_nick(json_object('{"nick": "alice"}').get("nick"))
     if chat().is_banned(nick):
-        return error(403, "banned", f"{nick!r} is banned for now")
+        raise ChatError("banned", f"{nick!r} is banned for now")
     sid = session.get("sid") or secrets.token_urlsafe(16)
     identity = Identity(nick, sid)
     if chat().nick_taken(identity):
-        return error(409, "nick_taken", f"{nick!r} is in use by someone else")
+        raise ChatError("nick_taken", f"{nick!r} is in use by someone else")
     session.permanent = True
     session["sid"], session["nick"] = sid, nick
     signer: TokenSigner = current_app.extensions["chat_tokens"]
@@ -69,33 +90,25 @@ def _int_arg(name: str, default: int | None, maximum: int | None = None) -> int 
     if raw is None or raw == "":
         return default
     if not raw.isdigit():
-        raise ValueError(f"{name} must be a non-negative integer")
+        raise ChatError("invalid_query", f"{name} must be a non-negative integer")
     value = int(raw)
     if maximum is not None and not 1 <= value <= maximum:
-        raise ValueError(f"{name} must be between 1 and {maximum}")
+        raise ChatError("invalid_query", f"{name} must be between 1 and {maximum}")
     return value
 
 
 @bp.get("/rooms/<room>/messages")
 def messages(room: str) -> ResponseReturnValue:
     """A room's history: after ``since``, or the last ``limit`` messages."""
-    if not valid_room(room):
-        return error(400, "invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
-    try:
-        since = _int_arg("since", None)
-        limit = _int_arg("limit", 50, MAX_HISTORY_PAGE)
-    except ValueError as exc:
-        return error(400, "invalid_query", str(exc))
+    check_room(room)
+    since = _int_arg("since", None)
+    limit = _int_arg("limit", 50, MAX_HISTORY_PAGE)
     assert limit is not None
-    try:
-        found = chat().messages(room, since, limit)
-        # Read after the messages: should the history restart in between, the
-        # page is labelled with the new epoch, which the caller then refuses.
-        epoch = chat().epoch(room)
-    except HistoryError:
-        return error(503, "unavailable", "history is unavailable, try again")
-    payload: dict[str, Any] = {"room": room, "epoch": epoch, "messages": [m.to_json() for m in found]}
-    return jsonify(payload)
+    found = chat().messages(room, since, limit)
+    # Read after the messages: should the history restart in between, the
+    # page is labelled with the new epoch, which the caller then refuses.
+    epoch = chat().epoch(room)
+    return jsonify(room=room, epoch=epoch, messages=[events.message_fields(m) for m in found])
 
 
 #: The largest push request body, in bytes (larger: 413).
@@ -113,22 +126,9 @@ def push(room: str) -> ResponseReturnValue:
         response = jsonify(error="unauthorized", message="Authorization: Bearer <CHAT_API_TOKEN> is required")
         return response, 401, {"WWW-Authenticate": 'Bearer realm="chat"'}
     if (request.content_length or 0) > MAX_PUSH_BODY:
-        return error(413, "too_large", f"the body is over {MAX_PUSH_BODY} bytes")
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return error(400, "invalid_json", 'send a JSON object like {"text": "hello", "from": "bot"}')
-    text, nick = data.get("text"), data.get("from", "api")
-    if not isinstance(text, str):
-        return error(400, "invalid_field", "text is required and must be a string")
-    if not isinstance(nick, str):
-        return error(400, "invalid_field", "from must be a string")
-    try:
-        stored = chat().post(room, text, nick)
-    except ChatError as exc:
-        status = 413 if exc.code == "text_too_long" else 400
-        return error(status, exc.code, exc.message)
-    except HistoryError:
-        return error(503, "unavailable", "the message could not be stored, try again")
+        raise ChatError("too_large", f"the body is over {MAX_PUSH_BODY} bytes")
+    data = json_object('{"text": "hello", "from": "bot"}')
+    stored = chat().post(room, data.get("text"), data.get("from", "api"))  # it checks room, text and sender
     return jsonify(id=stored.id), 202
 
 

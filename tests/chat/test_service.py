@@ -16,9 +16,9 @@ import pytest
 
 from app.chat.auth import Identity
 from app.chat.broker import LocalBroker
-from app.chat.history import SQLiteHistory
-from app.chat.protocol import Outgoing
+from app.chat.events import Outgoing
 from app.chat.service import ChatService
+from app.chat.sqlite_history import SQLiteHistory
 
 from ..conftest import scaled
 

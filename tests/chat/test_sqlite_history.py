@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -19,11 +18,10 @@ from typing import Any
 
 import gevent
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from app.chat import history as history_module
-from app.chat.history import HistoryError, SQLiteHistory, StoredMessage, message_json_around_id
+from app.chat import sqlite_history as history_module
+from app.chat.sqlite_history import SQLiteHistory
+from app.chat.store import HistoryError, StoredMessage
 from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,37 +101,6 @@ def test_ids_start_at_1_and_increase_per_room_independently(history: SQLiteHisto
     assert history.room_names() == ["a", "b"]
     history.flush()
     assert [(m.room, m.id) for m in done.stored] == [("a", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)]
-
-
-def test_stored_message_json_has_ref_only_when_given() -> None:
-    message = StoredMessage("lobby", 7, "ann", "hello", 1_700_000_000_000)
-    assert message.to_json() == {
-        "type": "message",
-        "room": "lobby",
-        "id": 7,
-        "from": "ann",
-        "text": "hello",
-        "ts": 1_700_000_000_000,
-    }
-    assert StoredMessage("lobby", 7, "ann", "hello", 5, ref="c-1").to_json()["ref"] == "c-1"
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    room=st.text(min_size=1),
-    message_id=st.integers(min_value=1, max_value=2**53),
-    nick=st.text(min_size=1),
-    text=st.text(),
-    ts=st.integers(min_value=0, max_value=2**53),
-    ref=st.none() | st.text() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
-)
-def test_a_message_is_written_out_as_the_json_module_encodes_its_event_before_and_after_its_id_is_known(
-    room: str, message_id: int, nick: str, text: str, ts: int, ref: str | int | None
-) -> None:
-    message = StoredMessage(room, message_id, nick, text, ts, ref)
-    assert message.json_text() == json.dumps(message.to_json(), ensure_ascii=False, separators=(",", ":"))
-    head, tail = message_json_around_id(room, nick, text, ts, ref)  # what Redis's store script completes
-    assert f"{head}{message_id}{tail}" == message.json_text()
 
 
 def test_string_and_integer_refs_come_back_from_the_database_with_their_type(db_path: str) -> None:
@@ -397,7 +364,8 @@ monkey.patch_all()
 
 import gevent
 
-from app.chat.history import SQLiteHistory, StoredMessage
+from app.chat.sqlite_history import SQLiteHistory
+from app.chat.store import StoredMessage
 
 store = SQLiteHistory(sys.argv[1], synchronous="NORMAL")
 store.open()
@@ -550,7 +518,7 @@ def test_a_failing_callback_does_not_stop_the_others(history: SQLiteHistory, cap
     history.submit("lobby", "ann", "one", 1, None, done)
     history.submit("lobby", "ann", "two", 2, None, broken)
     history.submit("lobby", "ann", "three", 3, None, done)
-    with caplog.at_level(logging.ERROR, logger="app.chat.history"):
+    with caplog.at_level(logging.ERROR, logger="app.chat.sqlite_history"):
         history.flush()
     assert [m.id for m in done.stored] == [1, 3]
     assert "on_stored callback failed for lobby#2" in caplog.text
@@ -850,7 +818,7 @@ def test_checkpoints_keep_the_wal_short_and_never_restart_it_inline(
     store.checkpoint_rows = 40
     store.open()
     done = Recorder()
-    with caplog.at_level(logging.DEBUG, logger="app.chat.history"):
+    with caplog.at_level(logging.DEBUG, logger="app.chat.sqlite_history"):
         submit_in_bursts(store, bursts=150, each=10, on_stored=done, pause=0.002)
     wal_size = os.path.getsize(db_path + "-wal")
     store.close()
@@ -907,7 +875,7 @@ def test_a_failed_checkpoint_is_logged_and_fails_no_message(
     store.checkpoint_rows = 10
     store.open()
     done = Recorder()
-    with caplog.at_level(logging.ERROR, logger="app.chat.history"):
+    with caplog.at_level(logging.ERROR, logger="app.chat.sqlite_history"):
         submit_in_bursts(store, bursts=20, each=5, on_stored=done, pause=0.005)
     store.close()
     assert len(done.stored) == 100

@@ -1,4 +1,4 @@
-"""Durable message history in SQLite, written by group commit.
+"""The embedded history store: every room's messages in one SQLite file, written by group commit.
 
 Theory of operation
 -------------------
@@ -94,22 +94,22 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 import sqlite3
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-from .protocol import Ref, json_ref, json_string
+from .protocol import Ref
+from .store import HistoryError, OnStored, Replay, StoredMessage, new_epoch
 
-__all__ = ["HistoryError", "OnStored", "Replay", "SQLiteHistory", "StoredMessage", "message_json_around_id"]
+__all__ = ["SQLiteHistory"]
 
 log = logging.getLogger(__name__)
 
@@ -167,87 +167,11 @@ CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 Row = tuple[str, int, str, str, int, str | bytes | int | None]
 
 
-class StoredMessage(NamedTuple):
-    """A chat message as committed to the history.
-
-    A tuple, as SQLite reads and writes rows: a replay of 1000 messages makes
-    1000 of these, and a frozen dataclass's ``__init__`` cost 3 times as much.
-    """
-
-    room: str
-    #: Increases by 1 within the room, starting at 1.
-    id: int
-    nick: str
-    text: str
-    #: Milliseconds since the epoch, given by the sender's side.
-    ts: int
-    #: The sender's correlation id, kept so a reconnecting client can match its sends.
-    ref: Ref | None = None
-
-    def to_json(self) -> dict[str, str | int]:
-        """The ``message`` event of the chat protocol; ``ref`` only when there is one."""
-        event: dict[str, str | int] = {
-            "type": "message",
-            "room": self.room,
-            "id": self.id,
-            "from": self.nick,
-            "text": self.text,
-            "ts": self.ts,
-        }
-        if self.ref is not None:
-            event["ref"] = self.ref
-        return event
-
-    def json_text(self) -> str:
-        """:meth:`to_json` as the wire's JSON, written out directly: once per message broadcast or replayed.
-
-        Four strings quoted and the rest laid out, instead of a dict built and
-        walked by the encoder: an eighth of the cost.
-        """
-        ref = "" if self.ref is None else f',"ref":{json_ref(self.ref)}'
-        return (
-            f'{{"type":"message","room":{json_string(self.room)},"id":{self.id},"from":{json_string(self.nick)},'
-            f'"text":{json_string(self.text)},"ts":{self.ts}{ref}}}'
-        )
-
-    def row(self) -> Row:
-        """The row to insert: the message itself, an integer ref as a BLOB (see SCHEMA)."""
-        if type(self.ref) is int:
-            return (*self[:5], str(self.ref).encode())
-        return self
-
-
-def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: Ref | None) -> tuple[str, str]:
-    """:meth:`StoredMessage.json_text` before the id is known, split where it goes (Redis's store script puts it)."""
-    head = f'{{"type":"message","room":{json_string(room)},"id":'
-    tail = f',"from":{json_string(nick)},"text":{json_string(text)},"ts":{ts}'
-    if ref is not None:
-        tail += f',"ref":{json_ref(ref)}'
-    return head, tail + "}"
-
-
-class Replay(NamedTuple):
-    """What a join reads, at one point of a room's history."""
-
-    #: The history's epoch: ids count from 1 again under another one.
-    epoch: str
-    #: The room's last id then.
-    last_id: int
-    #: The newest ``limit`` messages (after ``since`` if given), oldest first.
-    messages: list[StoredMessage]
-
-
-def new_epoch() -> str:
-    """A fresh epoch name: 8 random bytes, hex (a collision is a 1 in 2**64 chance)."""
-    return secrets.token_hex(8)
-
-
-class HistoryError(Exception):
-    """Storing failed (disk full, database locked ...); nothing was acknowledged."""
-
-
-#: Called from the flusher greenlet once the message is committed, or failed.
-OnStored = Callable[[StoredMessage | HistoryError], None]
+def _row(message: StoredMessage) -> Row:
+    """The row to insert: the message itself, an integer ref as a BLOB (see SCHEMA)."""
+    if type(message.ref) is int:
+        return (*message[:5], str(message.ref).encode())
+    return message
 
 
 class _State(enum.Enum):
@@ -534,7 +458,7 @@ class SQLiteHistory:
                 self._slots.release()
 
     def _store(self, batch: list[_Pending]) -> None:
-        rows = [pending.message.row() for pending in batch]
+        rows = [_row(pending.message) for pending in batch]
         try:
             failure = self._commit(rows)
         except Exception as exc:  # a bug below, not an SQLite error: the rows' fate is unknown

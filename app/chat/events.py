@@ -1,0 +1,174 @@
+"""Every event the server sends a client (docs/protocol.md §4), each with its one encoder.
+
+Nothing else in the project builds event JSON: the chat service, the
+brokers and the stores call these functions, and the Redis store script
+only completes the ``message`` JSON that :func:`message_json_around_id`
+laid out (it puts the id in). Each returns an :class:`Outgoing`, the event
+encoded once as UTF-8, so a broadcast serializes it once for a whole room.
+
+``message`` is on the hot path (once per message stored, and per message
+replayed): it is written out directly from its fields, four strings quoted
+by the C function the ``json`` encoder itself uses, which costs an eighth
+of building a dict and walking it. The others are rare, and go through one
+compact encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .store import Replay, StoredMessage
+
+__all__ = [
+    "Outgoing",
+    "compact_json",
+    "error",
+    "hello",
+    "joined",
+    "json_ref",
+    "json_string",
+    "left",
+    "message",
+    "message_fields",
+    "message_json",
+    "message_json_around_id",
+    "presence",
+    "reset",
+    "rooms",
+    "system",
+]
+
+#: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: A ``str`` as a JSON string, quoted: the C function ``_COMPACT`` itself uses for strings.
+json_string: Callable[[str], str] = encode_basestring
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as the wire's JSON: no spaces, non-ASCII characters kept as they are."""
+    return _COMPACT.encode(value)
+
+
+def json_ref(ref: str | int) -> str:
+    """A client's ref as JSON: a string quoted, an integer as its digits."""
+    return json_string(ref) if isinstance(ref, str) else str(ref)
+
+
+class Outgoing:
+    """An event encoded once as UTF-8 JSON, with room for the transport's framing.
+
+    ``frames`` is the transport's cache: the WebSocket layer stores the
+    encoded frame per encoding, so a broadcast frames (and compresses) a
+    message once for all the connections that share an encoding.
+    """
+
+    __slots__ = ("data", "frames")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.frames: dict[object, bytes] = {}
+
+    @classmethod
+    def of(cls, event: dict[str, Any]) -> Outgoing:
+        """Encode ``event`` compactly."""
+        return cls(_COMPACT.encode(event).encode())
+
+
+# -- message -----------------------------------------------------------------------
+
+
+def message_json(stored: StoredMessage) -> str:
+    """The ``message`` event of a stored message, as JSON text (``ref`` only when there is one)."""
+    ref = "" if stored.ref is None else f',"ref":{json_ref(stored.ref)}'
+    return (
+        f'{{"type":"message","room":{json_string(stored.room)},"id":{stored.id},"from":{json_string(stored.nick)},'
+        f'"text":{json_string(stored.text)},"ts":{stored.ts}{ref}}}'
+    )
+
+
+def message(stored: StoredMessage) -> Outgoing:
+    """The ``message`` event, encoded."""
+    return Outgoing(message_json(stored).encode())
+
+
+def message_fields(stored: StoredMessage) -> dict[str, str | int]:
+    """The ``message`` event as a dict (the HTTP history's entries): the same fields as :func:`message_json`."""
+    event: dict[str, str | int] = {
+        "type": "message",
+        "room": stored.room,
+        "id": stored.id,
+        "from": stored.nick,
+        "text": stored.text,
+        "ts": stored.ts,
+    }
+    if stored.ref is not None:
+        event["ref"] = stored.ref
+    return event
+
+
+def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: str | int | None) -> tuple[str, str]:
+    """:func:`message_json` before the id is known, split where it goes (Redis's store script puts it)."""
+    head = f'{{"type":"message","room":{json_string(room)},"id":'
+    tail = f',"from":{json_string(nick)},"text":{json_string(text)},"ts":{ts}'
+    if ref is not None:
+        tail += f',"ref":{json_ref(ref)}'
+    return head, tail + "}"
+
+
+# -- the others ----------------------------------------------------------------------
+
+
+def hello(nick: str, conn: str) -> Outgoing:
+    """The first event of a connection: who the server thinks it is, and its connection id."""
+    return Outgoing.of({"type": "hello", "nick": nick, "conn": conn})
+
+
+def joined(room: str, members: list[str], replay: Replay, truncated: bool, reset: bool) -> Outgoing:
+    """The answer to ``join``: members, position and history, each message's JSON spliced in.
+
+    Spliced, not re-encoded: a replay of 1000 messages is one join.
+    """
+    head = compact_json({"type": "joined", "room": room, "members": members, "epoch": replay.epoch})
+    history = ",".join(message_json(stored) for stored in replay.messages)
+    more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
+    return Outgoing(f'{head[:-1]},"history":[{history}]{more}}}'.encode())
+
+
+def presence(room: str, nick: str, event: Literal["join", "leave"], count: int) -> Outgoing:
+    """A nick entered or left the room; ``count`` nicks are in it now."""
+    return Outgoing.of({"type": "presence", "room": room, "nick": nick, "event": event, "count": count})
+
+
+def left(room: str) -> Outgoing:
+    """The answer to ``leave``."""
+    return Outgoing.of({"type": "left", "room": room})
+
+
+def rooms(listing: Iterable[dict[str, Any]]) -> Outgoing:
+    """The answer to ``rooms``: each room's name and member count."""
+    return Outgoing.of({"type": "rooms", "rooms": list(listing)})
+
+
+def error(code: str, text: str, ref: str | int | None = None) -> Outgoing:
+    """A refused request: its code (docs/protocol.md §5), a human message, and its ``ref`` when it had one."""
+    event: dict[str, Any] = {"type": "error", "code": code, "message": text}
+    if ref is not None:
+        event["ref"] = ref
+    return Outgoing.of(event)
+
+
+def system(text: str, room: str | None = None) -> Outgoing:
+    """An operator's announcement: to one room, or (no ``room``) to every client."""
+    event: dict[str, Any] = {"type": "system", "text": text}
+    if room is not None:
+        event["room"] = room
+    return Outgoing.of(event)
+
+
+def reset(room: str, epoch: str) -> Outgoing:
+    """The room's history restarted: ids count from 1 again under ``epoch`` (docs/protocol.md §4.1)."""
+    return Outgoing.of({"type": "reset", "room": room, "epoch": epoch})
