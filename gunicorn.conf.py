@@ -27,13 +27,16 @@ from app import logs
 from app.compat import worker_app, worker_listen_addresses, worker_stopping
 from app.config import Settings
 
-bind = [os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")]
+#: The chat's settings, read once from the environment when gunicorn reads this file.
+chat_settings = Settings.from_env()
+
+bind = [chat_settings.http_bind]
 worker_class = "gevent"
 workers = 1
 graceful_timeout = 10
 accesslog = "-"
 # CHAT_LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON too.
-logconfig_dict = logs.gunicorn_logconfig(Settings.from_env().log_format)
+logconfig_dict = logs.gunicorn_logconfig(chat_settings.log_format)
 # No gunicornc control socket: its default path is shared by every gunicorn
 # of a user, so two chats on one machine would fight over it.
 control_socket_disable = True
@@ -41,10 +44,10 @@ control_socket_disable = True
 
 def on_starting(server):
     """Refuse a configuration that would split the rooms between processes, or expose a random key."""
-    refusal = Settings.from_env().refusal(server.cfg.bind)
+    refusal = chat_settings.refusal(server.cfg.bind)
     if refusal:
         raise SystemExit(f"chat: {refusal}")
-    if server.cfg.workers > 1 and not os.environ.get("CHAT_REDIS_URL"):
+    if server.cfg.workers > 1 and not chat_settings.redis_url:
         raise SystemExit(
             f"chat: {server.cfg.workers} workers would each hold their own rooms; "
             "run one worker (-w 1), or share rooms through Redis by setting CHAT_REDIS_URL"
@@ -58,7 +61,7 @@ def _metrics_directory():
     ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied: old workers' files would
     count), else a fresh temporary directory removed when gunicorn exits.
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = chat_settings.metrics_dir
     if directory:
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
@@ -66,8 +69,17 @@ def _metrics_directory():
                 os.remove(os.path.join(directory, name))
     else:
         directory = tempfile.mkdtemp(prefix="chat-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        _export_to_workers("PROMETHEUS_MULTIPROC_DIR", directory)
         _created.append(directory)
+
+
+def _export_to_workers(variable, value):
+    """Set an environment variable for the workers: the one place this file writes the environment.
+
+    The workers inherit the master's environment when they are forked; there
+    prometheus_client (at import) and Settings.from_env read it.
+    """
+    os.environ[variable] = value
 
 
 _created = []
