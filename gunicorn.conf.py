@@ -24,15 +24,19 @@ import gevent
 # logging handler it holds (Flask's default handler) is then freed through
 # that lock: "Exception ignored in: <function _removeHandlerRef ...>".
 from app import logs
+from app.compat import worker_app, worker_listen_addresses, worker_stopping
 from app.config import Settings
 
-bind = [os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000")]
+#: The chat's settings, read once from the environment when gunicorn reads this file.
+chat_settings = Settings.from_env()
+
+bind = [chat_settings.http_bind]
 worker_class = "gevent"
 workers = 1
 graceful_timeout = 10
 accesslog = "-"
 # CHAT_LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON too.
-logconfig_dict = logs.gunicorn_logconfig(Settings.from_env().log_format)
+logconfig_dict = logs.gunicorn_logconfig(chat_settings.log_format)
 # No gunicornc control socket: its default path is shared by every gunicorn
 # of a user, so two chats on one machine would fight over it.
 control_socket_disable = True
@@ -40,10 +44,10 @@ control_socket_disable = True
 
 def on_starting(server):
     """Refuse a configuration that would split the rooms between processes, or expose a random key."""
-    refusal = Settings.from_env().refusal(server.cfg.bind)
+    refusal = chat_settings.refusal(server.cfg.bind)
     if refusal:
         raise SystemExit(f"chat: {refusal}")
-    if server.cfg.workers > 1 and not os.environ.get("CHAT_REDIS_URL"):
+    if server.cfg.workers > 1 and not chat_settings.redis_url:
         raise SystemExit(
             f"chat: {server.cfg.workers} workers would each hold their own rooms; "
             "run one worker (-w 1), or share rooms through Redis by setting CHAT_REDIS_URL"
@@ -57,7 +61,7 @@ def _metrics_directory():
     ``PROMETHEUS_MULTIPROC_DIR`` if set (emptied: old workers' files would
     count), else a fresh temporary directory removed when gunicorn exits.
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = chat_settings.metrics_dir
     if directory:
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
@@ -65,8 +69,17 @@ def _metrics_directory():
                 os.remove(os.path.join(directory, name))
     else:
         directory = tempfile.mkdtemp(prefix="chat-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        _export_to_workers("PROMETHEUS_MULTIPROC_DIR", directory)
         _created.append(directory)
+
+
+def _export_to_workers(variable, value):
+    """Set an environment variable for the workers: the one place this file writes the environment.
+
+    The workers inherit the master's environment when they are forked; there
+    prometheus_client (at import) and Settings.from_env read it.
+    """
+    os.environ[variable] = value
 
 
 _created = []
@@ -84,36 +97,41 @@ def on_exit(server):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+#: In a worker: the greenlet that stops the chat's WebSocket server once the worker is told to stop.
+_chat_stopper = None
+
+
 def post_worker_init(worker):
     """Start the chat's WebSocket server in this worker; stop it when the worker stops."""
+    global _chat_stopper
     from app.runtime import start_chat
 
+    app = worker_app(worker)
     scheme = "https" if worker.cfg.is_ssl else "http"
     if worker.cfg.is_ssl:  # gunicorn's own TLS: cookies only over HTTPS, and HSTS
-        worker.wsgi.config["SESSION_COOKIE_SECURE"] = True
+        app.config["SESSION_COOKIE_SECURE"] = True
     web_urls = []
-    for listener in worker.sockets:  # gevent sockets by now, not gunicorn's wrappers
-        address = listener.getsockname()
+    for address in worker_listen_addresses(worker):
         if isinstance(address, tuple):
             host = f"[{address[0]}]" if ":" in address[0] else address[0]
             web_urls.append(f"{scheme}://{host}:{address[1]}")
-    chat = start_chat(worker.wsgi, web_urls)
+    chat = start_chat(app, web_urls)
 
     def stop_when_worker_stops():
-        while worker.alive:
+        # gunicorn has no hook on SIGTERM: the clients get their 1001 while the HTTP requests finish
+        while not worker_stopping(worker):
             gevent.sleep(0.1)
         chat.stop(timeout=max(1.0, worker.cfg.graceful_timeout - 2))
 
-    stopper = gevent.spawn(stop_when_worker_stops)
-    serve_http = worker.run
+    _chat_stopper = gevent.spawn(stop_when_worker_stops)
 
-    def run():
-        # The worker returns as soon as no HTTP request is running; the
-        # WebSocket clients must have had their 1001 and the history its
-        # last commit before the process exits.
-        try:
-            serve_http()
-        finally:
-            stopper.join(timeout=worker.cfg.graceful_timeout)
 
-    worker.run = run
+def worker_exit(server, worker):
+    """The worker served its last HTTP request: let the chat finish stopping before the process exits.
+
+    Its WebSocket clients must have had their 1001 and the history its last
+    commit. gunicorn calls this hook in the worker once its ``run`` returned,
+    and in the master for a worker that vanished (no chat to wait for there).
+    """
+    if _chat_stopper is not None:
+        _chat_stopper.join(timeout=worker.cfg.graceful_timeout)

@@ -11,7 +11,6 @@ app = create_app()
 
 if __name__ == "__main__":
     import logging
-    import os
 
     from gevent.pywsgi import WSGIServer
 
@@ -25,7 +24,7 @@ if __name__ == "__main__":
     console.setFormatter(logs.formatter(settings.log_format))
     logging.basicConfig(level=logging.INFO, handlers=[console])
     log = logging.getLogger("wsgi")
-    host, port = parse_bind(os.environ.get("CHAT_HTTP_BIND", "127.0.0.1:8000"))
+    host, port = parse_bind(settings.http_bind)
     http = WSGIServer((host, port), app, log=logging.getLogger("wsgi.access"))
     http.start()
     chat = start_chat(app, [f"http://{host}:{http.server_port}"])

@@ -1,8 +1,8 @@
 """Configuration in one place: defaults, then ``CHAT_*`` environment variables.
 
 Every setting the product reads is a field of :class:`Settings`; nothing else
-reads the environment. Tests build a ``Settings`` with overrides instead. The
-README lists them all.
+reads the environment (``tests/test_environment.py`` checks it). Tests
+build a ``Settings`` with overrides instead. The README lists them all.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ipaddress
 import os
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = ["Settings"]
@@ -19,10 +19,17 @@ __all__ = ["Settings"]
 
 @dataclass(frozen=True)
 class Settings:
-    """The product's settings; each is read from ``CHAT_`` + its name in capitals."""
+    """The product's settings; each is read from ``CHAT_`` + its name in capitals.
+
+    A field whose metadata has ``env`` is read from the variable it names
+    instead (one whose name another library fixes), or not from the
+    environment at all if ``env`` is False.
+    """
 
     #: Signs session cookies and tokens. Unset: a random key, so sessions end with the process.
     secret_key: str = ""
+    #: Where the web app listens (``HOST:PORT``) when gunicorn is given no ``--bind``, and for ``python wsgi.py``.
+    http_bind: str = "127.0.0.1:8000"
     #: Where the WebSocket server listens (``HOST:PORT``).
     ws_bind: str = "127.0.0.1:8001"
     #: The WebSocket URL clients are given; empty: derived from ``ws_bind`` and the request's host.
@@ -76,25 +83,30 @@ class Settings:
     redis_url: str = ""
     #: The prefix of every Redis key and channel: chats sharing one Redis must differ.
     redis_prefix: str = "chat"
+    #: Where gunicorn's workers write their metrics, so that /metrics sums them: prometheus_client's
+    #: multiprocess mode, which prometheus_client itself also reads from this variable. Empty: this
+    #: process's metrics only (gunicorn.conf.py sets a temporary directory when it is unset).
+    metrics_dir: str = field(default="", metadata={"env": "PROMETHEUS_MULTIPROC_DIR"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
         """Defaults, then ``CHAT_*`` variables from ``environ``, then ``overrides``."""
         values: dict[str, Any] = {}
         for setting in fields(cls):
-            raw = environ.get("CHAT_" + setting.name.upper())
-            if raw is None:
+            variable = _variable(setting)
+            if variable is None:
                 continue
-            if not setting.metadata.get("env", True):
+            raw = environ.get(variable)
+            if raw is None:
                 continue
             kind: Any = type(setting.default)
             if kind is bool:
-                values[setting.name] = _flag(setting.name, raw)
+                values[setting.name] = _flag(variable, raw)
                 continue
             try:
                 values[setting.name] = kind(raw) if kind in (int, float) else raw
             except ValueError:
-                raise ValueError(f"CHAT_{setting.name.upper()} must be a number, got {raw!r}") from None
+                raise ValueError(f"{variable} must be a number, got {raw!r}") from None
         settings = cls(**values)
         if not settings.secret_key and "secret_key" not in overrides:
             settings = replace(settings, secret_key=secrets.token_hex(32), random_secret_key=True)
@@ -134,11 +146,19 @@ class Settings:
 TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
 
 
-def _flag(name: str, raw: str) -> bool:
+def _variable(setting: Field[Any]) -> str | None:
+    """The environment variable a setting is read from; None if it is not read from the environment."""
+    env = setting.metadata.get("env", True)
+    if env is False:
+        return None
+    return env if isinstance(env, str) else "CHAT_" + setting.name.upper()
+
+
+def _flag(variable: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in TRUE or value in FALSE:
         return value in TRUE
-    raise ValueError(f"CHAT_{name.upper()} must be 1 or 0 (true or false), got {raw!r}")
+    raise ValueError(f"{variable} must be 1 or 0 (true or false), got {raw!r}")
 
 
 def _loopback(bind: str) -> bool:

@@ -19,9 +19,9 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.server import StreamServer
 from greenlet import getcurrent, greenlet
 
+from app.compat import AcceptorBase, raw_socket
 from app.ws import (
     DEFAULT_MAX_MESSAGE_SIZE,
     CloseCode,
@@ -333,7 +333,7 @@ def _kill(client: greenlet) -> None:
         client.throw(gevent.GreenletExit)
 
 
-class _Acceptor(StreamServer):
+class _Acceptor(AcceptorBase):
     """gevent's ``StreamServer`` accept loop, clients run by :class:`ClientGreenlets`.
 
     Over a limit, a connection is answered and closed right in the accept
@@ -359,13 +359,13 @@ class _Acceptor(StreamServer):
         #: refused connections until their sockets close
         self.refusals: set[_Refusal] = set()
 
-    def full(self) -> bool:
+    def accepting_paused(self) -> bool:
         """Never: over the limit, connections are refused with 503, not left in the backlog."""
         return False
 
-    def do_read(self) -> tuple[socket.socket, Any] | None:
+    def accept_connection(self) -> tuple[socket.socket, Any] | None:
         try:
-            accepted = super().do_read()
+            accepted = super().accept_connection()
         except OSError as error:
             if error.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
@@ -395,8 +395,7 @@ class _Acceptor(StreamServer):
         if self.started:
             self.start_accepting()
 
-    def do_handle(self, *args: Any) -> None:
-        sock, address = args
+    def dispatch(self, sock: socket.socket, address: Any) -> None:
         if self.clients.full():
             self._refuse(sock, _OVER_CAPACITY, "capacity")
         elif self.clients.address_full(address):
@@ -430,7 +429,7 @@ class _Refusal:
     def __init__(self, acceptor: _Acceptor, sock: socket.socket, response: bytes) -> None:
         self.acceptor = acceptor
         self.sock = sock
-        self.raw: Any = getattr(sock, "_sock", sock)
+        self.raw: Any = raw_socket(sock)
         self.response = response
         self.reader = acceptor.loop.io(self.raw.fileno(), 1)
         self.timer = acceptor.loop.timer(REFUSED_WAIT)

@@ -21,6 +21,8 @@ from typing import Any
 
 from gevent.socket import wait_read, wait_write
 
+from app.compat import raw_socket
+
 __all__ = ["TLSStream", "server_context"]
 
 RECV_SIZE = 64 * 1024
@@ -41,7 +43,7 @@ class TLSStream:
 
     def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
         self.sock = sock
-        self._tcp: Any = getattr(sock, "_sock", sock)  # the raw non-blocking socket under gevent's
+        self._tcp: Any = raw_socket(sock)  # the raw non-blocking socket under gevent's
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._in, self._out, server_side=True)

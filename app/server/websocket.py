@@ -29,6 +29,7 @@ from gevent.event import Event
 from greenlet import getcurrent
 
 from app import metrics
+from app.compat import raw_socket, read_watcher
 from app.ws import (
     BinaryMessage,
     CloseCode,
@@ -108,6 +109,7 @@ class ServerWebSocket:
         "_queued",
         "_queued_bytes",
         "_raw",
+        "_read_watcher",
         "_transport_closed",
         "_writer",
         "address",
@@ -154,7 +156,9 @@ class ServerWebSocket:
         self.context = context
         # the raw non-blocking socket under gevent's: writes that must not switch, and reads;
         # or, for wss://, the TLS stream over it, with the same non-blocking contract
-        self._raw = tls if tls is not None else getattr(sock, "_sock", sock)
+        self._raw = tls if tls is not None else raw_socket(sock)
+        # gevent's read watcher of the socket, for _wait_readable
+        self._read_watcher = read_watcher(sock)
         # the last read emptied the socket (see _read)
         self._emptied = False
         # frames offered since the last coalesced write, and whether one is scheduled;
@@ -257,8 +261,7 @@ class ServerWebSocket:
         hub directly. Exceptions thrown in (a timeout, a kill) stop the
         watcher on their way out.
         """
-        gevent_socket: Any = self.sock  # its read watcher is not part of socket.socket's type
-        watcher = gevent_socket._read_event
+        watcher = self._read_watcher
         watcher.start(getcurrent().switch)
         try:
             gevent.get_hub().switch()

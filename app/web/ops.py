@@ -7,8 +7,6 @@ does when configured. A load balancer sends clients only to ready instances.
 
 from __future__ import annotations
 
-import os
-
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -27,9 +25,10 @@ def chat() -> ChatService:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     """Every metric of app/metrics.py in the text format; summed over gunicorn's workers."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = current_app.config["CHAT_SETTINGS"].metrics_dir
+    if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=directory)
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
