@@ -66,6 +66,8 @@ class Settings:
     message_burst: int = 100
     #: Rooms one client may be in at once (0: no limit).
     max_rooms: int = 50
+    #: Whether people may chat without an account, under a nick nobody registered.
+    guests: bool = True
     #: The admin page's password (user ``admin``); empty: no admin page (404).
     admin_password: str = ""
     #: The bearer token of the push API; empty: no push API (404).

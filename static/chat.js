@@ -20,8 +20,8 @@
 // epoch that id belongs to), and messages are deduplicated by id per room.
 // When the server's history restarted (a `reset` event, or a `joined` with
 // reset), the room's ids start over: the old lines stay, above a notice,
-// li.system.history-reset, and are no longer matched by id. Close codes 4001 (kicked) and
-// 4003 (banned) end it: no reconnect.
+// li.system.history-reset, and are no longer matched by id. Close codes 4001 (kicked),
+// 4002 (signed out everywhere) and 4003 (banned) end it: no reconnect.
 //
 // User data is only ever put in the page with textContent and createElement.
 //
@@ -82,6 +82,7 @@ function removeStoredRoom(room) {
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 const ADMIN_CLOSE_CODES = new Set([4001, 4003]);
+const SIGNED_OUT = 4002;
 const STATE_LABELS = {
   connecting: "connecting…",
   live: "live",
@@ -249,6 +250,10 @@ class ChatApp {
     this.live = false;
     for (const room of this.rooms.values()) room.joined = false;
     this.pendingJoins.clear();
+    if (event.code === SIGNED_OUT) {
+      this.stop("You were signed out everywhere. Sign in again on the start page to go on.");
+      return;
+    }
     if (ADMIN_CLOSE_CODES.has(event.code)) {
       this.stop(`You were disconnected by an admin: ${event.reason || (event.code === 4003 ? "banned" : "kicked")}`);
       return;

@@ -1,6 +1,10 @@
 // The landing page: pick a nick (POST /api/session sets the session cookie),
 // see the rooms (GET /api/rooms), join one: then /chat?room=<name>.
 //
+// Accounts: #account-form (#account-name-input, #account-password, #sign-in-button,
+// #register-button) posts /api/login or /api/accounts and reloads the page signed
+// in; #signed-in has #sign-out and #sign-out-everywhere. #account-error says why not.
+//
 // Element hooks: #join-form, #nick, #room, #join-button, #form-error,
 // #rooms (li[data-room] > button), #rooms-status.
 // Text from the server is only ever set with textContent. The checks are chat.js's.
@@ -94,5 +98,71 @@ form.addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+
+async function postJson(url, body) {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  return { response, body: await response.json().catch(() => ({})) };
+}
+
+const accountForm = document.getElementById("account-form");
+const accountError = document.getElementById("account-error");
+
+function showAccountError(text) {
+  accountError.textContent = text;
+  accountError.hidden = !text;
+}
+
+if (accountForm) {
+  accountForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const action = event.submitter?.value === "register" ? "register" : "login";
+    const name = document.getElementById("account-name-input").value;
+    const password = document.getElementById("account-password").value;
+    const problem = nickProblem(name) || (password.length < 8 ? "Passwords are at least 8 characters." : "");
+    if (problem) {
+      showAccountError(problem);
+      return;
+    }
+    for (const button of accountForm.querySelectorAll("button")) button.disabled = true;
+    try {
+      const { response, body } = await postJson(action === "register" ? "/api/accounts" : "/api/login", {
+        name,
+        password,
+      });
+      if (!response.ok) {
+        const wait = response.headers.get("Retry-After");
+        showAccountError((body.message || `The server refused (HTTP ${response.status}).`) + (wait ? ` Try again in ${wait} s.` : ""));
+        return;
+      }
+      window.location.reload();
+    } catch {
+      showAccountError("Could not reach the server. Try again in a moment.");
+    } finally {
+      for (const button of accountForm.querySelectorAll("button")) button.disabled = false;
+    }
+  });
+}
+
+for (const [id, url] of [
+  ["sign-out", "/api/logout"],
+  ["sign-out-everywhere", "/api/logout-everywhere"],
+]) {
+  const button = document.getElementById(id);
+  if (!button) continue;
+  button.addEventListener("click", async () => {
+    try {
+      const { response, body } = await postJson(url, {});
+      if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
+      window.location.reload();
+    } catch (error) {
+      showAccountError(`Could not sign out: ${error.message}`);
+    }
+  });
+}
 
 loadRooms();

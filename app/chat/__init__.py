@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from app.config import Settings
 
+from .accounts import Accounts
 from .broker import Broker, LocalBroker
 from .service import ChatService
+from .sqlite_accounts import SQLiteAccounts
 from .sqlite_history import SQLiteHistory
 from .store import History
 
@@ -21,10 +23,11 @@ def build_service(settings: Settings) -> ChatService:
     until :meth:`ChatService.start`.
     """
 
-    def service(history: History, broker: Broker) -> ChatService:
+    def service(history: History, broker: Broker, accounts: Accounts) -> ChatService:
         return ChatService(
             history,
             broker,
+            accounts=accounts,
             max_text=settings.max_text,
             max_rooms=settings.max_rooms,
             message_rate=settings.message_rate,
@@ -32,11 +35,13 @@ def build_service(settings: Settings) -> ChatService:
         )
 
     if settings.redis_url:
+        from .redis_accounts import RedisAccounts
         from .redis_broker import RedisBroker
         from .redis_history import RedisHistory
         from .redis_link import RedisLink
 
         link = RedisLink(settings.redis_url, settings.redis_prefix)
-        return service(RedisHistory(link), RedisBroker(link))
+        return service(RedisHistory(link), RedisBroker(link), Accounts(RedisAccounts(link), guests=settings.guests))
     history = SQLiteHistory(settings.db, synchronous=settings.db_synchronous)
-    return service(history, LocalBroker())
+    accounts = Accounts(SQLiteAccounts(settings.db), guests=settings.guests)
+    return service(history, LocalBroker(), accounts)

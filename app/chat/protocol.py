@@ -58,7 +58,10 @@ HTTP_STATUS = {
     "empty_text": 400,
     "unknown_type": 400,
     "unsupported": 400,
+    "invalid_password": 400,
+    "guests_disabled": 403,
     "unauthorized": 401,
+    "bad_credentials": 401,
     "banned": 403,
     "cross_site": 403,
     "csrf": 403,
@@ -67,9 +70,12 @@ HTTP_STATUS = {
     "already_joined": 409,
     "too_many_rooms": 409,
     "nick_taken": 409,
+    "nick_registered": 409,
+    "name_taken": 409,
     "text_too_long": 413,
     "too_large": 413,
     "rate_limited": 429,
+    "too_many_attempts": 429,
     "unavailable": 503,
     "degraded": 503,
 }
@@ -83,12 +89,16 @@ class ChatError(Exception):
     message}`` with ``status`` (from :data:`HTTP_STATUS` unless given).
     """
 
-    def __init__(self, code: str, message: str, ref: Ref | None = None, *, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, ref: Ref | None = None, *, status: int | None = None, retry_after: int = 0
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
         self.status = status or HTTP_STATUS.get(code, 400)
+        #: Seconds to wait before trying again (HTTP's ``Retry-After``); 0: not said.
+        self.retry_after = retry_after
 
 
 def valid_nick(nick: object) -> bool:

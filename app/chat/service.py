@@ -31,7 +31,8 @@ from gevent.event import AsyncResult
 from app import metrics
 
 from . import events
-from .auth import Identity
+from .accounts import Accounts
+from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
@@ -49,6 +50,7 @@ MAX_SINCE = 1000
 FANOUT_SAMPLES = 1000
 #: Close codes of the operator's actions (4000-4999: private use, RFC 6455 §7.4.2).
 KICKED = 4001
+SIGNED_OUT = 4002
 BANNED = 4003
 #: A flood goes on after ``rate_limited`` (RFC 6455 §7.4.1: policy violation).
 POLICY_VIOLATION = 1008
@@ -68,6 +70,7 @@ class ChatService:
         history: History,
         broker: Broker,
         *,
+        accounts: Accounts | None = None,
         max_text: int = 4000,
         max_rooms: int = 0,
         message_rate: float = 0.0,
@@ -75,6 +78,8 @@ class ChatService:
     ) -> None:
         self.history = history
         self.broker = broker
+        #: Registered names; None: everyone is a guest (a service built without them, in tests).
+        self.accounts = accounts
         self.max_text = max_text
         #: Rooms one client may be in at once (0: no limit).
         self.max_rooms = max_rooms
@@ -92,13 +97,17 @@ class ChatService:
     # -- life cycle ----------------------------------------------------------
 
     def start(self) -> None:
-        """Open the history and start delivering room events."""
+        """Open the history and the accounts, and start delivering room events."""
         self.history.open()
+        if self.accounts is not None:
+            self.accounts.open()
         self.broker.start(self._deliver, self._run_command, self._catch_up)
 
     def close(self) -> None:
         """Stop delivering, then commit every accepted message."""
         self.broker.close()
+        if self.accounts is not None:
+            self.accounts.close()
         self.history.close()
 
     # -- members ---------------------------------------------------------------
@@ -124,6 +133,31 @@ class ChatService:
     def nick_taken(self, identity: Identity) -> bool:
         """Whether a connected client of *another* session holds the nick, on any process."""
         return self.broker.nick_taken(identity.nick, identity.session_id)
+
+    def refusal(self, identity: Identity) -> ChatError | None:
+        """Why ``identity`` may not connect now (banned, its nick held or owned by another, signed out), or None."""
+        if self.is_banned(identity.nick):
+            return ChatError("banned", f"{identity.nick!r} is banned for now")
+        if self.accounts is not None:
+            if identity.account is not None:
+                if not self.accounts.current(identity.account, identity.generation):
+                    return ChatError("unauthorized", "signed out: sign in again")
+            elif not self.accounts.guests:
+                return ChatError("guests_disabled", "sign in to chat: guests are not allowed here")
+            elif self.accounts.owner(identity.nick) is not None:
+                return ChatError("nick_registered", f"{identity.nick!r} is registered: sign in to use it")
+        if self.nick_taken(identity):
+            return ChatError("nick_taken", f"{identity.nick!r} is in use by someone else")
+        return None
+
+    def sign_out_everywhere(self, account: str) -> int:
+        """Revoke the account's tokens and close its connections, on every process (4002); how many here."""
+        assert self.accounts is not None
+        self.accounts.sign_out_everywhere(account)
+        session = f"{ACCOUNT_SESSION}{account}"
+        closing = sum(1 for c in self._clients.values() if c.member.session_id == session)
+        self._order({"op": "sign_out", "session": session})
+        return closing
 
     # -- client messages -------------------------------------------------------
 
@@ -355,6 +389,9 @@ class ChatService:
             if until > self._clock():
                 for client in [c for c in self._clients.values() if c.member.nick == nick]:
                     client.member.close(BANNED, f"banned for {command['seconds']} s by an admin")
+        elif op == "sign_out":
+            for client in [c for c in self._clients.values() if c.member.session_id == command["session"]]:
+                client.member.close(SIGNED_OUT, "signed out everywhere")
         else:
             log.warning("unknown operator command %r ignored", op)
 

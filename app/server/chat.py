@@ -25,6 +25,7 @@ import gevent
 from app import metrics
 from app.chat.auth import Identity
 from app.chat.events import Outgoing
+from app.chat.protocol import ChatError
 from app.chat.service import ChatService
 from app.config import Settings
 from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
@@ -260,10 +261,12 @@ class ChatServer:
         identity = self.authenticate(request)
         if identity is None:
             return "unauthorized", HTTPStatus.UNAUTHORIZED, "a valid token or session cookie is required"
-        if self.service.is_banned(identity.nick):
-            return "banned", HTTPStatus.FORBIDDEN, "this nick is banned for now"
-        if self.service.nick_taken(identity):
-            return "nick_taken", HTTPStatus.CONFLICT, "nick in use by another session"
+        try:
+            refusal = self.service.refusal(identity)
+        except ChatError as error:  # the accounts' shared store is unreachable
+            refusal = error
+        if refusal is not None:
+            return refusal.code, HTTPStatus(refusal.status), refusal.message
         return Admission(identity, (request.get("User-Agent") or "")[:256])
 
     # -- one client ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The HTTP API: sessions, rooms, history and the push API (docs/protocol.md §1, §6, §7).
+"""The HTTP API: accounts, sessions, rooms, history and the push API (docs/protocol.md §1, §6, §7).
 
 Every refusal is a :class:`~app.chat.protocol.ChatError` (its code and HTTP
 status) or a :class:`~app.chat.store.HistoryError` (503), raised by the
@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
 from app.chat import events
+from app.chat.accounts import Accounts, account_key
 from app.chat.auth import Identity, TokenSigner
 from app.chat.protocol import ChatError, check_nick, check_room
 from app.chat.service import ChatService
@@ -36,8 +37,9 @@ def error(status: int, code: str, message: str) -> ResponseReturnValue:
 
 @bp.errorhandler(ChatError)
 def refused(exc: ChatError) -> ResponseReturnValue:
-    """The API's one answer to a refusal: the code, the message, the status."""
-    return error(exc.status, exc.code, exc.message)
+    """The API's one answer to a refusal: the code, the message, the status (and when to try again)."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    return jsonify(error=exc.code, message=exc.message), exc.status, headers
 
 
 @bp.errorhandler(HistoryError)
@@ -62,21 +64,95 @@ def ws_url(token: str) -> str:
     return f"{ws_base()}?token={quote(token)}"
 
 
-@bp.post("/session")
-def create_session() -> ResponseReturnValue:
-    """Pick a nick: a signed token and the WebSocket URL (and the session cookie)."""
-    nick = check_nick(json_object('{"nick": "alice"}').get("nick"))
-    if chat().is_banned(nick):
-        raise ChatError("banned", f"{nick!r} is banned for now")
-    sid = session.get("sid") or secrets.token_urlsafe(16)
-    identity = Identity(nick, sid)
-    if chat().nick_taken(identity):
-        raise ChatError("nick_taken", f"{nick!r} is in use by someone else")
+def accounts() -> Accounts:
+    accounts = chat().accounts
+    assert accounts is not None, "the app's chat service has accounts"
+    return accounts
+
+
+def signed_in() -> Identity | None:
+    """The account this browser session is signed in as, if its sign-in still holds."""
+    identity = Identity.from_claims(dict(session))
+    if identity is None or identity.account is None:
+        return None
+    if not accounts().current(identity.account, identity.generation):
+        session.clear()  # signed out everywhere since
+        return None
+    return identity
+
+
+def welcome(identity: Identity, status: int = 200) -> ResponseReturnValue:
+    """Keep ``identity`` in the session cookie; answer with a token and the WebSocket URL."""
+    session.clear()
     session.permanent = True
-    session["sid"], session["nick"] = sid, nick
+    session.update(identity.to_claims())
     signer: TokenSigner = current_app.extensions["chat_tokens"]
     token = signer.issue(identity)
-    return jsonify(nick=nick, token=token, ws_url=ws_url(token))
+    body = {"nick": identity.nick, "account": identity.account is not None, "token": token, "ws_url": ws_url(token)}
+    return jsonify(body), status
+
+
+@bp.post("/session")
+def create_session() -> ResponseReturnValue:
+    """A token to connect with: for the signed-in account, else for a guest's nick (and the session cookie)."""
+    identity = signed_in()
+    if identity is None:
+        nick = check_nick(json_object('{"nick": "alice"}').get("nick"))
+        if not accounts().guests:
+            raise ChatError("guests_disabled", "sign in to chat: guests are not allowed here")
+        sid = session.get("sid") if not session.get("acct") else None
+        identity = Identity(nick, sid or secrets.token_urlsafe(16))
+    refusal = chat().refusal(identity)
+    if refusal is not None:
+        raise refusal
+    return welcome(identity)
+
+
+@bp.post("/accounts")
+def register() -> ResponseReturnValue:
+    """Register a name with a password, and sign in (201)."""
+    data = json_object('{"name": "alice", "password": "…"}')
+    name = check_nick(data.get("name"), "name")
+    if chat().nick_taken(Identity(name, "")):  # a guest chats under it now: not taken from under them
+        raise ChatError("nick_taken", f"{name!r} is in use right now")
+    account = accounts().register(name, data.get("password"))
+    return welcome(Identity.of_account(account.name, account_key(account.name), account.generation), 201)
+
+
+@bp.post("/login")
+def login() -> ResponseReturnValue:
+    """Sign in with a name and a password."""
+    data = json_object('{"name": "alice", "password": "…"}')
+    account = accounts().sign_in(data.get("name"), data.get("password"), request.remote_addr or "")
+    return welcome(Identity.of_account(account.name, account_key(account.name), account.generation))
+
+
+@bp.get("/me")
+def me() -> ResponseReturnValue:
+    """Who this browser session is: an account, a guest's nick, or nobody yet."""
+    identity = signed_in()
+    if identity is not None:
+        return jsonify(nick=identity.nick, account=True)
+    nick = session.get("nick") if not session.get("acct") else None
+    return jsonify(nick=nick, account=False, guests=accounts().guests)
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    """Forget this browser's sign-in (its open connections stay until they close)."""
+    session.clear()
+    return jsonify(signed_out=True)
+
+
+@bp.post("/logout-everywhere")
+def logout_everywhere() -> ResponseReturnValue:
+    """Revoke every sign-in of this account, on every browser, and close its connections (4002)."""
+    identity = signed_in()
+    if identity is None or identity.account is None:
+        raise ChatError("unauthorized", "sign in first")
+    closed = chat().sign_out_everywhere(identity.account)
+    session.clear()
+    return jsonify(signed_out=True, closed=closed)
 
 
 @bp.get("/rooms")

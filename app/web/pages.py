@@ -63,7 +63,18 @@ def requested_room() -> str:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """The landing page: pick a nick, see the rooms, join one."""
-    return render_template("index.html", nick=session.get("nick", ""), room=requested_room() or "lobby")
+    chat_service = current_app.extensions["chat"]
+    account = bool(session.get("acct"))
+    if account and not chat_service.accounts.current(session["acct"], session.get("gen", 0)):
+        session.clear()  # signed out everywhere since
+        account = False
+    return render_template(
+        "index.html",
+        nick=session.get("nick", ""),
+        room=requested_room() or "lobby",
+        account=account,
+        guests=chat_service.accounts.guests,
+    )
 
 
 @bp.get("/chat")

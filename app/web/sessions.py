@@ -67,9 +67,6 @@ def websocket_authenticator(app: Flask) -> Callable[[Request], Identity | None]:
             data = serializer.loads(morsel.value, max_age=max_age)
         except BadSignature:
             return None
-        nick, sid = data.get("nick"), data.get("sid")
-        if isinstance(nick, str) and isinstance(sid, str):
-            return Identity(nick, sid)
-        return None
+        return Identity.from_claims(data)
 
     return authenticate

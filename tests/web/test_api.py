@@ -57,7 +57,11 @@ def test_no_or_forged_credentials_identify_nobody(app: Flask, target: str) -> No
 
 def test_a_token_signed_with_another_secret_is_refused(app: Flask, tmp_path: Path) -> None:
     other = create_app(Settings.from_env({}, db=str(tmp_path / "other.db"), secret_key="another-secret"))
-    token = other.test_client().post("/api/session", json={"nick": "mallory"}).get_json()["token"]
+    other.extensions["chat"].start()
+    try:
+        token = other.test_client().post("/api/session", json={"nick": "mallory"}).get_json()["token"]
+    finally:
+        other.extensions["chat"].close()
     assert websocket_authenticator(app)(handshake(f"/ws?token={token}")) is None
 
 

@@ -16,7 +16,10 @@ from app.config import Settings
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    yield create_app(Settings.from_env({}, db=str(tmp_path / "chat.db"), secret_key="test-secret"))
+    app = create_app(Settings.from_env({}, db=str(tmp_path / "chat.db"), secret_key="test-secret"))
+    app.extensions["chat"].start()
+    yield app
+    app.extensions["chat"].close()
 
 
 def signed_in(app: Flask, nick: str) -> FlaskClient:
