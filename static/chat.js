@@ -9,7 +9,9 @@
 //   #join-room-form, #join-room   join another room
 //   #room-title, #leave-room      the shown room and the button that leaves it
 //   #messages             the shown room's log: li.msg[data-id][data-from] (.from, time, .text),
-//                         li.system for system messages
+//                         li.system for system messages; li.msg.mention: a message naming you (@nick)
+//   #typing               who else is typing in the shown room
+//   .unread.mention[data-mentions]  a room's unread badge, when some of them name you
 //   #members li[data-nick]        the shown room's members; #member-count
 //   #composer textarea (#composer-text), #send   Enter sends, Shift+Enter is a new line
 //   #errors .error-toast  error events, shown for a few seconds
@@ -102,6 +104,17 @@ function element(tag, className, text) {
   return node;
 }
 
+/** Milliseconds between two "typing" sent for one room, and how long one is shown. */
+const TYPING_EVERY_MS = 2500;
+const TYPING_SHOWN_MS = 5000;
+
+/** Whether ``text`` mentions ``nick``: "@nick", not inside a longer word, any case. */
+export function mentions(text, nick) {
+  if (!nick) return false;
+  const escaped = nick.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(^|[^\\p{L}\\p{N}_])@${escaped}(?![\\p{L}\\p{N}_])`, "iu").test(text);
+}
+
 /** One joined room: its log element, the ids seen, its members and unread count. */
 class Room {
   constructor(name) {
@@ -115,6 +128,9 @@ class Room {
     this.joined = false; // joined on the current connection
     this.members = new Set();
     this.unread = 0;
+    this.mentioned = 0; // unread messages that mention you
+    this.typing = new Map(); // nick -> until when (ms) it is shown as typing
+    this.typingSent = 0; // when this tab last said it is typing here
     this.item = null; // its entry in #rooms-list
   }
 }
@@ -154,7 +170,9 @@ class ChatApp {
       text: document.getElementById("composer-text"),
       send: document.getElementById("send"),
       errors: document.getElementById("errors"),
+      typing: document.getElementById("typing"),
     };
+    this.typingTimer = null;
   }
 
   start() {
@@ -194,6 +212,7 @@ class ChatApp {
       if (this.active) this.leaveRoom(this.active);
     });
     window.addEventListener("online", () => this.retryNow());
+    this.el.text.addEventListener("input", () => this.sayTyping());
   }
 
   // -- the connection ----------------------------------------------------------------------------
@@ -322,6 +341,8 @@ class ChatApp {
         return this.onJoined(event);
       case "reset":
         return this.onReset(event);
+      case "typing":
+        return this.onTyping(event);
       case "message":
         return this.onMessage(event);
       case "presence":
@@ -433,7 +454,11 @@ class ChatApp {
     if (event.ref && event.from === this.nick) this.pendingSays.delete(event.ref);
     const stick = room.name === this.active && this.nearBottom();
     if (!this.addMessage(room, event)) return;
-    if (room.name !== this.active && event.from !== this.nick) this.bumpUnread(room, 1);
+    if (room.typing.delete(event.from)) this.renderTyping();
+    if (room.name !== this.active && event.from !== this.nick) {
+      if (mentions(String(event.text ?? ""), this.nick)) room.mentioned += 1;
+      this.bumpUnread(room, 1);
+    }
     if (stick || (room.name === this.active && event.from === this.nick)) this.scrollToBottom();
   }
 
@@ -552,10 +577,12 @@ class ChatApp {
     this.el.text.disabled = !room;
     if (room) {
       room.unread = 0;
+      room.mentioned = 0;
       this.renderUnread(room);
       this.scrollToBottom();
     }
     this.renderMembers();
+    this.renderTyping();
     const url = room ? `/chat?room=${encodeURIComponent(room.name)}` : "/chat";
     history.replaceState(null, "", url);
     this.renderTitle();
@@ -570,8 +597,11 @@ class ChatApp {
 
   renderUnread(room) {
     const badge = room.item.querySelector(".unread");
-    badge.textContent = room.unread > 99 ? "99+" : String(room.unread);
+    badge.textContent = (room.mentioned ? "@ " : "") + (room.unread > 99 ? "99+" : String(room.unread));
     badge.hidden = room.unread === 0;
+    badge.classList.toggle("mention", room.mentioned > 0);
+    badge.dataset.mentions = String(room.mentioned);
+    badge.title = room.mentioned ? `${room.mentioned} mention${room.mentioned === 1 ? "" : "s"} of you` : "";
   }
 
   renderTitle() {
@@ -614,6 +644,7 @@ class ChatApp {
   renderMessage(message) {
     const from = String(message.from ?? "");
     const line = element("li", from === this.nick ? "msg mine" : "msg");
+    if (from !== this.nick && mentions(String(message.text ?? ""), this.nick)) line.classList.add("mention");
     line.dataset.id = String(message.id);
     line.dataset.from = from;
     const head = element("div", "meta");
@@ -627,6 +658,46 @@ class ChatApp {
     }
     line.append(head, element("p", "text", String(message.text ?? "")));
     return line;
+  }
+
+  /** Tell the shown room this tab is typing: at most once every TYPING_EVERY_MS. */
+  sayTyping() {
+    const room = this.active ? this.rooms.get(this.active) : null;
+    if (!room || !room.joined || !this.el.text.value) return;
+    const now = Date.now();
+    if (now - room.typingSent < TYPING_EVERY_MS) return;
+    if (this.send({ type: "typing", room: room.name })) room.typingSent = now;
+  }
+
+  onTyping(event) {
+    const room = this.rooms.get(event.room);
+    if (!room || typeof event.nick !== "string" || event.nick === this.nick) return;
+    room.typing.set(event.nick, Date.now() + TYPING_SHOWN_MS);
+    if (room.name === this.active) this.renderTyping();
+  }
+
+  /** "alice is typing…" under the shown room's messages, until their time is up. */
+  renderTyping() {
+    clearTimeout(this.typingTimer);
+    const room = this.active ? this.rooms.get(this.active) : null;
+    const now = Date.now();
+    const nicks = [];
+    if (room) {
+      for (const [nick, until] of room.typing) {
+        if (until > now) nicks.push(nick);
+        else room.typing.delete(nick);
+      }
+    }
+    nicks.sort();
+    this.el.typing.textContent =
+      nicks.length === 0
+        ? ""
+        : nicks.length === 1
+          ? `${nicks[0]} is typing…`
+          : nicks.length <= 3
+            ? `${nicks.join(", ")} are typing…`
+            : "Several people are typing…";
+    if (nicks.length) this.typingTimer = setTimeout(() => this.renderTyping(), 1000);
   }
 
   sendComposer() {

@@ -40,6 +40,7 @@ __all__ = [
     "reset",
     "rooms",
     "system",
+    "typing",
 ]
 
 #: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
@@ -167,6 +168,11 @@ def system(text: str, room: str | None = None) -> Outgoing:
     if room is not None:
         event["room"] = room
     return Outgoing.of(event)
+
+
+def typing(room: str, nick: str) -> Outgoing:
+    """``nick`` is typing in ``room`` (at most one every few seconds per nick and room)."""
+    return Outgoing.of({"type": "typing", "room": room, "nick": nick})
 
 
 def reset(room: str, epoch: str) -> Outgoing:

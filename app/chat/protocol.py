@@ -25,6 +25,7 @@ __all__ = [
     "ListRooms",
     "Ref",
     "Say",
+    "Typing",
     "check_nick",
     "check_room",
     "check_text",
@@ -173,7 +174,15 @@ class ListRooms:
     ref: Ref | None = None
 
 
-Command = Join | Say | Leave | ListRooms
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The client is typing in a room: shown to the others for a few seconds, never stored."""
+
+    room: str
+    ref: Ref | None = None
+
+
+Command = Join | Say | Leave | ListRooms | Typing
 
 
 def _required(obj: dict[str, Any], field: str, ref: Ref | None) -> Any:
@@ -213,6 +222,8 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
         return Leave(check_room(_required(obj, "room", ref), ref), ref)
     if kind == "rooms":
         return ListRooms(ref)
+    if kind == "typing":
+        return Typing(check_room(_required(obj, "room", ref), ref), ref)
     if kind is None:
         raise ChatError("unknown_type", "type is required", ref)
     raise ChatError("unknown_type", f"unknown type {str(kind)[:32]!r}", ref)

@@ -36,7 +36,19 @@ from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
-from .protocol import ChatError, Join, Leave, ListRooms, Ref, Say, check_nick, check_room, check_text, parse_command
+from .protocol import (
+    ChatError,
+    Join,
+    Leave,
+    ListRooms,
+    Ref,
+    Say,
+    Typing,
+    check_nick,
+    check_room,
+    check_text,
+    parse_command,
+)
 from .rooms import Client, Member, Rooms
 from .store import History, HistoryError, HistoryUnavailable, Replay, StoredMessage
 
@@ -56,6 +68,8 @@ BANNED = 4003
 POLICY_VIOLATION = 1008
 #: Seconds a pushed message may wait to be stored before the push fails.
 STORE_TIMEOUT = 10.0
+#: Seconds between two ``typing`` events of one nick in one room: more often, they are dropped.
+TYPING_EVERY = 3.0
 
 
 class ChatService:
@@ -92,6 +106,7 @@ class ChatService:
         self.rooms = Rooms()
         self._clients: dict[str, Client] = {}
         self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
+        self._typed: dict[tuple[str, str], float] = {}  # (room, nick) -> when its last typing went out
         self._clock: Callable[[], float] = time.time
 
     # -- life cycle ----------------------------------------------------------
@@ -175,6 +190,8 @@ class ChatService:
                 self._leave(member, command)
             elif isinstance(command, ListRooms):
                 member.send(events.rooms(self.room_list()))
+            elif isinstance(command, Typing):
+                self._typing(member, command)
         except ChatError as error:  # the WebSocket's one error handler
             member.send(events.error(error.code, error.message, error.ref))
 
@@ -303,6 +320,20 @@ class ChatService:
             return self.history.replay(command.room, None, HISTORY_ON_JOIN), False, True
         truncated = bool(replay.messages) and replay.messages[0].id > command.since + 1
         return replay, truncated, False
+
+    def _typing(self, member: Member, command: Typing) -> None:
+        """Tell the room's other members, at most once every TYPING_EVERY seconds per nick and room."""
+        client = self._clients.get(member.conn_id)
+        if client is None or command.room not in client.rooms:
+            raise ChatError("not_joined", "join the room first", command.ref)
+        now = time.monotonic()
+        key = (command.room, member.nick)
+        if now - self._typed.get(key, -TYPING_EVERY) < TYPING_EVERY:
+            return  # coalesced: the others were told a moment ago
+        if len(self._typed) > 10_000:  # forget who typed long ago
+            self._typed = {k: t for k, t in self._typed.items() if now - t < TYPING_EVERY}
+        self._typed[key] = now
+        self.broker.publish(command.room, events.typing(command.room, member.nick), exclude_conn=member.conn_id)
 
     def _leave(self, member: Member, command: Leave) -> None:
         client = self._clients.get(member.conn_id)

@@ -150,6 +150,41 @@ def test_rooms_joined_from_the_sidebar_count_unread_messages(chat: ChatServer, n
     assert texts(a) == ["one", "two"]
 
 
+def test_mentions_of_you_are_highlighted_and_flag_the_unread_badge(chat: ChatServer, new_page: NewPage) -> None:
+    first, second = fresh_room("first"), fresh_room("second")
+    alice, bob = fresh_nick("alice"), fresh_nick("bob")
+    a = enter(new_page(), chat, alice, first)
+    a.fill("#join-room", second)
+    a.press("#join-room", "Enter")
+    wait_joined(a, alice)
+    a.locator(f'#rooms-list li[data-room="{first}"] button').click()
+
+    b = enter(new_page(), chat, bob, second)
+    say(b, "no mention here")
+    say(b, f"hey @{alice.upper()}, look")  # any case
+    say(b, f"not a mention: x@{alice}")
+    badge = a.locator(f'#rooms-list li[data-room="{second}"] .unread')
+    expect(badge).to_have_text("@ 3", timeout=WAIT_MS)
+    expect(badge).to_have_class(re.compile(r"\bmention\b"))
+    assert badge.get_attribute("data-mentions") == "1"
+    a.locator(f'#rooms-list li[data-room="{second}"] button').click()
+    expect(a.locator("#messages li.msg.mention")).to_have_count(1, timeout=WAIT_MS)
+    expect(a.locator("#messages li.msg.mention .text")).to_have_text(f"hey @{alice.upper()}, look")
+    expect(b.locator("#messages li.msg.mention")).to_have_count(0)
+
+
+def test_typing_shows_under_the_others_messages_for_a_few_seconds(chat: ChatServer, new_page: NewPage) -> None:
+    room, alice, bob = fresh_room(), fresh_nick("alice"), fresh_nick("bob")
+    a = enter(new_page(), chat, alice, room)
+    b = enter(new_page(), chat, bob, room)
+    b.locator("#composer textarea").press_sequentially("hel")
+    expect(a.locator("#typing")).to_have_text(f"{bob} is typing…", timeout=WAIT_MS)
+    expect(b.locator("#typing")).to_have_text("")
+    b.press("#composer textarea", "Enter")  # the message arrives: no longer typing
+    expect(message(a, "hel")).to_have_count(1, timeout=WAIT_MS)
+    expect(a.locator("#typing")).to_have_text("")
+
+
 def test_the_landing_page_shows_rooms_and_the_apis_errors(chat: ChatServer, new_page: NewPage) -> None:
     room, alice = fresh_room(), fresh_nick("alice")
     enter(new_page(), chat, alice, room)

@@ -194,6 +194,22 @@ def test_join_with_a_since_of_another_epoch_gets_the_last_fifty_and_reset(servic
     ]
 
 
+def test_typing_reaches_the_others_at_most_once_every_3_seconds_and_is_never_stored(service: ChatService) -> None:
+    alice, bob = connect(service, "c1", "alice"), connect(service, "c2", "bob")
+    join(service, alice, "lobby")
+    join(service, bob, "lobby")
+    for _ in range(5):
+        service.handle(alice, json.dumps({"type": "typing", "room": "lobby"}))
+    assert bob.of_type("typing") == [{"type": "typing", "room": "lobby", "nick": "alice"}]
+    assert alice.of_type("typing") == [], "not to the one typing"
+    service.handle(bob, json.dumps({"type": "typing", "room": "lobby"}))  # another nick: its own 3 seconds
+    assert alice.of_type("typing") == [{"type": "typing", "room": "lobby", "nick": "bob"}]
+    assert service.history.last_id("lobby") == 0
+    carol = connect(service, "c3", "carol")
+    service.handle(carol, json.dumps({"type": "typing", "room": "lobby", "ref": 9}))
+    assert [(e["code"], e["ref"]) for e in carol.of_type("error")] == [("not_joined", 9)]
+
+
 def test_join_without_since_gets_the_last_fifty(service: ChatService) -> None:
     alice = connect(service, "c1", "alice")
     join(service, alice, "lobby")
