@@ -20,6 +20,8 @@
 // ws_url from POST /api/session (same nick, the cookie keeps the session);
 // every room is joined again with since = the last id seen in it (and the
 // epoch that id belongs to), and messages are deduplicated by id per room.
+// Messages sent but not seen back before the drop are sent again with the
+// same ref: the server stores a retry once (docs/protocol.md §3).
 // When the server's history restarted (a `reset` event, or a `joined` with
 // reset), the room's ids start over: the old lines stay, above a notice,
 // li.system.history-reset, and are no longer matched by id. Close codes 4001 (kicked),
@@ -151,7 +153,8 @@ class ChatApp {
     this.retryTimer = null;
     this.refs = 0;
     this.pendingJoins = new Map(); // ref -> room name
-    this.pendingSays = new Map(); // ref -> text, to give it back if refused
+    this.pendingSays = new Map(); // ref -> {room, text}: sent, not yet seen back; sent again after a reconnect
+    this.pageId = Math.random().toString(36).slice(2, 10); // refs unique across reloads (the server dedupes by ref)
     this.el = {
       state: document.getElementById("conn-state"),
       notice: document.getElementById("notice"),
@@ -321,7 +324,7 @@ class ChatApp {
 
   nextRef(prefix) {
     this.refs += 1;
-    return `${prefix}${this.refs}`;
+    return `${prefix}${this.pageId}-${this.refs}`;
   }
 
   // -- events from the server --------------------------------------------------------------------
@@ -394,7 +397,15 @@ class ChatApp {
     room.members = new Set(Array.isArray(event.members) ? event.members : []);
     const history = Array.isArray(event.history) ? event.history : [];
     let fresh = 0;
-    for (const message of history) if (this.addMessage(room, message)) fresh += 1;
+    for (const message of history) {
+      if (message.ref && message.from === this.nick) this.pendingSays.delete(message.ref);
+      if (this.addMessage(room, message)) fresh += 1;
+    }
+    // Sent before the connection dropped and not in the history: send again, with the same ref
+    // (a message the server stored meanwhile is not stored twice: it answers with the original).
+    for (const [ref, pending] of this.pendingSays) {
+      if (pending.room === room.name) this.send({ type: "say", room: room.name, text: pending.text, ref });
+    }
     room.joinedOnce = true;
     if (rejoin && room.name !== this.active) this.bumpUnread(room, fresh);
     if (event.truncated && history.length) this.backfill(room, previous ?? 0, history[0].id);
@@ -513,7 +524,7 @@ class ChatApp {
       this.dropRoom(name);
     }
     if (ref && this.pendingSays.has(ref)) {
-      if (!this.el.text.value) this.el.text.value = this.pendingSays.get(ref);
+      if (!this.el.text.value) this.el.text.value = this.pendingSays.get(ref).text;
       this.pendingSays.delete(ref);
     }
     this.showError(event.message || event.code || "error");
@@ -721,7 +732,7 @@ class ChatApp {
       this.showError("Not connected: the message was not sent.");
       return;
     }
-    this.pendingSays.set(ref, text);
+    this.pendingSays.set(ref, { room: room.name, text });
     this.el.text.value = "";
   }
 

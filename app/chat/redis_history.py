@@ -28,6 +28,7 @@ commit costs one transaction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import deque
@@ -41,7 +42,16 @@ from gevent.lock import Semaphore
 from .events import message_json_around_id
 from .protocol import Ref
 from .redis_link import UNREACHABLE, RedisLink
-from .store import HistoryError, HistoryUnavailable, OnStored, Replay, StoredMessage, new_epoch
+from .store import (
+    ONCE_SECONDS,
+    Duplicate,
+    HistoryError,
+    HistoryUnavailable,
+    OnStored,
+    Replay,
+    StoredMessage,
+    new_epoch,
+)
 
 __all__ = ["RedisHistory", "event_header"]
 
@@ -52,8 +62,17 @@ STREAM_LENGTH = 10_000
 BATCH_SIZE = 500
 
 # KEYS: seq, stream, room set, events channel, epoch.
-# ARGV: maxlen, JSON before the id, JSON after the id, room, pub/sub header before the id, a new epoch.
+# ARGV: maxlen, JSON before the id, JSON after the id, room, pub/sub header before the id, a new epoch,
+#       the retry key ('' when the message is not sent once), seconds it is kept.
+# Returns the new id, or for a retry of a message still in the stream {the original id, its JSON}.
 STORE = """
+if ARGV[7] ~= '' then
+  local prior = redis.call('GET', ARGV[7])
+  if prior then
+    local entry = redis.call('XRANGE', KEYS[2], prior .. '-0', prior .. '-0')
+    if #entry > 0 then return {tonumber(prior), entry[1][2][2]} end
+  end
+end
 local id = redis.call('INCR', KEYS[1])
 local epoch = redis.call('GET', KEYS[5])
 if not epoch then
@@ -64,6 +83,7 @@ local event = ARGV[2] .. id .. ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id .. '-0', 'm', event)
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('PUBLISH', KEYS[4], ARGV[5] .. id .. '\\n' .. epoch .. '\\n' .. event)
+if ARGV[7] ~= '' then redis.call('SET', ARGV[7], id, 'EX', ARGV[8]) end
 return id
 """
 
@@ -74,10 +94,20 @@ def event_header(room: str | None, exclude_conn: str | None) -> str:
 
 
 class _Pending:
-    __slots__ = ("nick", "on_stored", "ref", "room", "text", "ts")
+    __slots__ = ("nick", "on_stored", "once", "ref", "room", "text", "ts")
 
-    def __init__(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> None:
+    def __init__(
+        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, once: bool
+    ) -> None:
         self.room, self.nick, self.text, self.ts, self.ref, self.on_stored = room, nick, text, ts, ref, on_stored
+        self.once = once and ref is not None
+
+    def retry_key(self, link: RedisLink) -> str:
+        """The key that marks this message sent, for its retries: (room, nick, ref), hashed."""
+        if not self.once:
+            return ""
+        digest = hashlib.sha256(json.dumps([self.room, self.nick, self.ref]).encode()).hexdigest()[:32]
+        return link.key("sent", digest)
 
     def json_around_id(self) -> tuple[str, str]:
         return message_json_around_id(self.room, self.nick, self.text, self.ts, self.ref)
@@ -135,14 +165,20 @@ class RedisHistory:
 
     # -- writing ------------------------------------------------------------
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> None:
-        """Queue a message; ``on_stored`` gets it once appended and published, or an error."""
+    def submit(
+        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, *, once: bool = False
+    ) -> None:
+        """Queue a message; ``on_stored`` gets it once appended and published, or an error.
+
+        With ``once``, a retry (same room, nick and ref within ONCE_SECONDS, on
+        any process) is not stored: ``on_stored`` gets the original as a ``Duplicate``.
+        """
         if not self._open:
             raise HistoryError("history is closed")
         if not self.link.up:
             raise HistoryUnavailable("redis is unreachable")
         self._slots.acquire()
-        self._queue.append(_Pending(room, nick, text, ts, ref, on_stored))
+        self._queue.append(_Pending(room, nick, text, ts, ref, on_stored, once))
         self._queued.set()
 
     def _run(self) -> None:
@@ -177,12 +213,14 @@ class RedisHistory:
             else:
                 results = self._run_scripts(batch)
         for pending, result in zip(batch, results, strict=True):
-            outcome: StoredMessage | HistoryError
+            outcome: StoredMessage | Duplicate | HistoryError
             if isinstance(result, HistoryError):
                 outcome = result
             elif isinstance(result, Exception):
                 log.error("storing a message in %s failed: %s", pending.room, result)
                 outcome = HistoryError(f"message not stored: {result}")
+            elif isinstance(result, list):  # a retry: the original, as stored
+                outcome = Duplicate(_message(pending.room, (f"{result[0]}-0".encode(), {b"m": result[1]})))
             else:
                 outcome = pending.stored(int(result))
             try:
@@ -199,7 +237,16 @@ class RedisHistory:
             head, tail = pending.json_around_id()
             room = pending.room
             keys = [self.link.key("seq", room), self._stream(room), rooms, channel, self.link.key("epoch", room)]
-            args: list[Any] = [self.stream_length, head, tail, room, event_header(room, None), epoch]
+            args: list[Any] = [
+                self.stream_length,
+                head,
+                tail,
+                room,
+                event_header(room, None),
+                epoch,
+                pending.retry_key(self.link),
+                ONCE_SECONDS,
+            ]
             pipe.evalsha(self._store_sha, len(keys), *keys, *args)
         try:
             return list(pipe.execute(raise_on_error=False))

@@ -50,7 +50,7 @@ from .protocol import (
     parse_command,
 )
 from .rooms import Client, Member, Rooms
-from .store import History, HistoryError, HistoryUnavailable, Replay, StoredMessage
+from .store import Duplicate, History, HistoryError, HistoryUnavailable, Replay, StoredMessage
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
 
@@ -218,18 +218,22 @@ class ChatService:
 
         arrived = time.perf_counter()
 
-        def stored(result: StoredMessage | HistoryError) -> None:
+        def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
             if isinstance(result, HistoryError):
                 log.error("message to %s not stored: %s", command.room, result)
                 error = _not_stored(result, command.ref)
                 member.send(events.error(error.code, error.message, error.ref))
+                return
+            if isinstance(result, Duplicate):  # a retry: the sender gets the original again, nobody else
+                member.send(events.message(result.message))
                 return
             durable = time.perf_counter()
             self._publish_message(result)
             self._observe(arrived, durable, time.perf_counter())
 
         try:
-            self.history.submit(command.room, member.nick, command.text, int(self._clock() * 1000), command.ref, stored)
+            ts = int(self._clock() * 1000)
+            self.history.submit(command.room, member.nick, command.text, ts, command.ref, stored, once=True)
         except HistoryError as error:
             raise _not_stored(error, command.ref) from None
 
@@ -457,7 +461,7 @@ class ChatService:
         check_text(text, self.max_text)
         done: AsyncResult = AsyncResult()
 
-        def stored(result: StoredMessage | HistoryError) -> None:
+        def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
             if isinstance(result, StoredMessage):
                 self._publish_message(result)
             done.set(result)

@@ -95,6 +95,7 @@ from __future__ import annotations
 import enum
 import logging
 import sqlite3
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
 from .protocol import Ref
-from .store import HistoryError, OnStored, Replay, StoredMessage, new_epoch
+from .store import ONCE_SECONDS, Duplicate, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
 
 __all__ = ["SQLiteHistory"]
 
@@ -160,6 +161,13 @@ SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDE
 SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
 SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
+#: The messages with a ref sent since ``?`` (ms), among the last RECENT_TAIL of each room: retries to recognize.
+RECENT_TAIL = 500
+SELECT_RECENT_SENDS = f"""
+SELECT {COLUMNS} FROM messages AS m
+JOIN (SELECT room AS r, MAX(id) AS last FROM messages GROUP BY room) ON m.room = r AND m.id > last - {RECENT_TAIL}
+WHERE m.ts > ? AND m.ref IS NOT NULL
+"""
 #: Any read: it starts the pin's read transaction (see the module docstring).
 PIN_READ = "SELECT 1 FROM messages LIMIT 1"
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
@@ -241,6 +249,7 @@ class SQLiteHistory:
         self._closed = Event()
         self._last_ids: dict[str, int] = {}
         self._epoch = ""
+        self._recent = RecentSends(time.time)
         #: per room, the last id whose on_stored has run: what reads may show
         self._acked: dict[str, int] = {}
         #: per recently read room, its last acknowledged messages (an LRU of rooms)
@@ -292,6 +301,10 @@ class SQLiteHistory:
         try:
             writer, last_ids, epoch = pools[0].apply(_open_writer, (self.path, self.synchronous))
             opened.append((pools[0], writer))
+            since_ms = int((time.time() - ONCE_SECONDS) * 1000)
+            for row in pools[0].apply(_fetch_all, (writer, SELECT_RECENT_SENDS, (since_ms,))):
+                message = StoredMessage._make(row)
+                self._recent.remember(message, message.ts / 1000)
             reader = pools[1].apply(_connect, (self.path,))
             opened.append((pools[1], reader))
             if self._inline:
@@ -355,7 +368,9 @@ class SQLiteHistory:
 
     # -- writing ------------------------------------------------------------
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> int:
+    def submit(
+        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, *, once: bool = False
+    ) -> int:
         """Give the message the room's next id and queue it; ``on_stored`` reports the commit.
 
         Returns the id at once. ``on_stored`` is called later, from the
@@ -363,8 +378,22 @@ class SQLiteHistory:
         or with a :class:`HistoryError` if its batch failed. Blocks the calling
         greenlet while ``max_pending`` messages wait. Raises
         :class:`HistoryError` when the history is not open.
+
+        With ``once``, a retry (same room, nick and ref within
+        :data:`~app.chat.store.ONCE_SECONDS`) is not queued: it returns 0 and
+        ``on_stored`` gets the original, as a :class:`~app.chat.store.Duplicate`.
         """
         self._check_open()
+        if once and ref is not None:
+            key = (room, nick, ref)
+            if not self._recent.claim(key, on_stored):
+                return 0
+            first = on_stored
+
+            def on_stored(result: StoredMessage | Duplicate | HistoryError) -> None:
+                self._recent.settle(key, result if not isinstance(result, Duplicate) else result.message)
+                first(result)
+
         holds_slot = self._take_slot()
         if self._state is not _State.OPEN:  # closed while waiting for a slot
             if holds_slot:

@@ -20,7 +20,21 @@ from typing import NamedTuple, Protocol
 
 from .protocol import Ref
 
-__all__ = ["History", "HistoryError", "HistoryUnavailable", "OnStored", "Replay", "StoredMessage", "new_epoch"]
+__all__ = [
+    "ONCE_SECONDS",
+    "Duplicate",
+    "History",
+    "HistoryError",
+    "HistoryUnavailable",
+    "OnStored",
+    "RecentSends",
+    "Replay",
+    "StoredMessage",
+    "new_epoch",
+]
+
+#: Seconds within which a ``say`` sent again with the same ``ref`` (a retry) is not stored again.
+ONCE_SECONDS = 300
 
 
 class StoredMessage(NamedTuple):
@@ -57,12 +71,72 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
+class Duplicate(NamedTuple):
+    """A retried message: stored once already, as ``message``; nothing was stored this time."""
+
+    message: StoredMessage
+
+
 class HistoryError(Exception):
     """Storing or reading failed (disk full, database locked, Redis refused ...); nothing was acknowledged."""
 
 
-#: Called once the message is durable, with it, or with why it is not.
-OnStored = Callable[[StoredMessage | HistoryError], None]
+#: Called once the message is durable, with it; with the original if it was a retry; or with why not.
+OnStored = Callable[[StoredMessage | Duplicate | HistoryError], None]
+
+
+class RecentSends:
+    """The messages sent with a ``ref`` in the last :data:`ONCE_SECONDS`, by (room, nick, ref).
+
+    So that retries are not stored twice.
+    For a store in one process (the embedded SQLite history). A retry of a
+    message still being committed waits for it, and gets what it gets: the
+    stored original, or the same error.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        #: key -> (when it is forgotten, the original once stored, the retries waiting for it)
+        self._entries: dict[tuple[str, str, Ref], tuple[float, StoredMessage | None, list[OnStored]]] = {}
+        self._next_sweep = 0.0
+
+    def claim(self, key: tuple[str, str, Ref], on_stored: OnStored) -> bool:
+        """True: the first send of ``key`` (store it, then :meth:`settle`).
+
+        False: a retry, answered through ``on_stored`` (now, or once the first is stored).
+        """
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._entries = {k: entry for k, entry in self._entries.items() if entry[0] > now}
+            self._next_sweep = now + 10.0
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            self._entries[key] = (now + ONCE_SECONDS, None, [])
+            return True
+        if entry[1] is not None:
+            on_stored(Duplicate(entry[1]))
+        else:
+            entry[2].append(on_stored)
+        return False
+
+    def settle(self, key: tuple[str, str, Ref], result: StoredMessage | HistoryError) -> None:
+        """The first send of ``key`` is stored (or failed): answer the retries that waited."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        if isinstance(result, StoredMessage):
+            self._entries[key] = (entry[0], result, [])
+            for waiting in entry[2]:
+                waiting(Duplicate(result))
+        else:
+            del self._entries[key]  # not stored: a retry may try again
+            for waiting in entry[2]:
+                waiting(result)
+
+    def remember(self, message: StoredMessage, ts_seconds: float) -> None:
+        """A message stored before this process started (read back at open), sent at ``ts_seconds``."""
+        if message.ref is not None:
+            self._entries[(message.room, message.nick, message.ref)] = (ts_seconds + ONCE_SECONDS, message, [])
 
 
 class HistoryUnavailable(HistoryError):
@@ -82,8 +156,15 @@ class History(Protocol):
 
     def close(self) -> None: ...
 
-    def submit(self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored) -> object:
-        """Queue a message; ``on_stored`` gets the :class:`StoredMessage` once durable, or a :class:`HistoryError`."""
+    def submit(
+        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, *, once: bool = False
+    ) -> object:
+        """Queue a message; ``on_stored`` gets the :class:`StoredMessage` once durable, or a :class:`HistoryError`.
+
+        With ``once`` (and a ``ref``), a message of the same room, nick and
+        ref within :data:`ONCE_SECONDS` is a retry: nothing is stored, and
+        ``on_stored`` gets the original as a :class:`Duplicate`.
+        """
 
     def flush(self) -> None: ...
 

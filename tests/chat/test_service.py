@@ -60,7 +60,7 @@ def connect(service: ChatService, conn_id: str, nick: str) -> RecordingMember:
     return member
 
 
-def say(service: ChatService, member: RecordingMember, room: str, text: str, ref: str | None = None) -> None:
+def say(service: ChatService, member: RecordingMember, room: str, text: str, ref: str | int | None = None) -> None:
     command: dict[str, Any] = {"type": "say", "room": room, "text": text}
     if ref is not None:
         command["ref"] = ref
@@ -208,6 +208,51 @@ def test_typing_reaches_the_others_at_most_once_every_3_seconds_and_is_never_sto
     carol = connect(service, "c3", "carol")
     service.handle(carol, json.dumps({"type": "typing", "room": "lobby", "ref": 9}))
     assert [(e["code"], e["ref"]) for e in carol.of_type("error")] == [("not_joined", 9)]
+
+
+def test_a_say_retried_with_its_ref_is_stored_once_and_the_sender_gets_the_original(service: ChatService) -> None:
+    alice, bob = connect(service, "c1", "alice"), connect(service, "c2", "bob")
+    join(service, alice, "lobby")
+    join(service, bob, "lobby")
+    say(service, alice, "lobby", "hello", ref="r1")
+    say(service, alice, "lobby", "hello", ref="r1")  # while the first is still being committed
+    service.history.flush()
+    say(service, alice, "lobby", "hello again?", ref="r1")  # once it is stored: the text does not matter
+    say(service, alice, "lobby", "other", ref="r2")
+    service.history.flush()
+    assert [(m.id, m.text, m.ref) for m in service.history.recent("lobby")] == [(1, "hello", "r1"), (2, "other", "r2")]
+    assert [(e["id"], e["text"], e["ref"]) for e in alice.of_type("message")] == [
+        (1, "hello", "r1"),
+        (1, "hello", "r1"),
+        (1, "hello", "r1"),
+        (2, "other", "r2"),
+    ]
+    assert [e["id"] for e in bob.of_type("message")] == [1, 2], "the others get it once"
+    say(service, bob, "lobby", "hello", ref="r1")  # another nick's r1 is another message
+    service.history.flush()
+    assert bob.of_type("message")[-1]["id"] == 3
+
+
+def test_a_retry_after_a_restart_within_5_minutes_is_not_stored_again(tmp_path: Path) -> None:
+    first = ChatService(SQLiteHistory(str(tmp_path / "chat.db")), LocalBroker())
+    first.start()
+    alice = connect(first, "c1", "alice")
+    join(first, alice, "lobby")
+    say(first, alice, "lobby", "sent just before the crash", ref=7)
+    first.history.flush()
+    first.close()
+
+    second = ChatService(SQLiteHistory(str(tmp_path / "chat.db")), LocalBroker())
+    second.start()
+    try:
+        again = connect(second, "c9", "alice")
+        join(second, again, "lobby", since=0)
+        say(second, again, "lobby", "sent just before the crash", ref=7)
+        second.history.flush()
+        assert [e["id"] for e in again.of_type("message")] == [1]
+        assert second.history.last_id("lobby") == 1
+    finally:
+        second.close()
 
 
 def test_join_without_since_gets_the_last_fifty(service: ChatService) -> None:
