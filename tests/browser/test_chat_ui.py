@@ -21,16 +21,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN_PASSWORD, API_TOKEN
-from tests.chat.conftest import (
-    ChatServer,
-    fresh_nick,
-    fresh_room,
-    http_request,
-    server_environment,
-    spawn_gunicorn,
-)
-from tests.conftest import free_port, scaled
+from tests.support.browser import ADMIN_PASSWORD, API_TOKEN
+from tests.support.gunicorn import ChatServer, server_environment, spawn_gunicorn
+from tests.support.http import http_request
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.processes import free_port
+from tests.support.timeouts import scaled
 
 #: Playwright's timeouts are in milliseconds.
 WAIT_MS = scaled(10) * 1000

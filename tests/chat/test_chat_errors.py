@@ -18,30 +18,24 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from tests.chat.conftest import (
-    ChatServer,
+from tests.support.clients import (
     Message,
     connect,
-    fresh_nick,
-    fresh_room,
-    get_json,
-    handshake_request,
-    http_opener,
     is_message,
     is_presence,
     join,
-    launch_chat,
     open_ws,
-    post_session,
-    raw_status,
     recv_json,
     recv_until,
     rooms,
     say,
     send_json,
-    session,
 )
-from tests.conftest import scaled
+from tests.support.gunicorn import ChatServer, launch_chat
+from tests.support.http import get_json, http_opener, post_session, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import handshake_request, raw_status
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 

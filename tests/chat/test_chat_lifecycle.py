@@ -18,86 +18,30 @@ from pathlib import Path
 import pytest
 import websocket
 from websocket import ABNF
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
 
-from tests.chat.conftest import (
-    ChatServer,
+from tests.support.clients import (
     Message,
-    RawClient,
-    close_code,
     connect,
-    fresh_nick,
-    fresh_room,
-    get_json,
     is_message,
     is_presence,
     join,
-    kill_worker,
-    process_gone,
+    read_until_closed,
     recv_until,
     rooms,
     say,
     send_json,
-    server_environment,
-    session,
-    spawn_gunicorn,
-    wait_gone,
 )
-from tests.conftest import scaled
+from tests.support.gunicorn import ChatServer, server_environment, spawn_gunicorn
+from tests.support.http import get_json, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.processes import kill_worker, process_gone, wait_gone
+from tests.support.raw import close_code, kernel_buffer_bound, open_raw_member, raw_frames_until
+from tests.support.timeouts import scaled
 
 pytestmark = [pytest.mark.timeout(scaled(90)), pytest.mark.slow]
 
 StartChat = Callable[..., ChatServer]
 TEXT, CLOSE, PING = 0x1, 0x8, 0x9
-
-
-def read_until_closed(ws: ClientConnection, timeout: float) -> ConnectionClosed:
-    """Read (and drop) messages until the server closes; the ``ConnectionClosed`` it ended with."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ws.recv(timeout=max(deadline - time.monotonic(), 0.001))
-    except ConnectionClosed as closed:
-        return closed
-    except TimeoutError:
-        pass
-    raise AssertionError(f"the connection was not closed within {timeout} s")
-
-
-def raw_frames_until(client: RawClient, wanted: int, timeout: float) -> tuple[list[tuple[int, bytes]], bool]:
-    """Frames read up to the first with opcode ``wanted``; whether it came (False: EOF first)."""
-    deadline = time.monotonic() + timeout
-    frames: list[tuple[int, bytes]] = []
-    while True:
-        frame = client.recv_frame(max(deadline - time.monotonic(), 0.001))
-        if frame is None:
-            return frames, False
-        frames.append(frame)
-        if frame[0] == wanted:
-            return frames, True
-
-
-def open_raw_member(chat: ChatServer, room: str, *, rcvbuf: int | None = None) -> tuple[RawClient, str]:
-    """A raw-socket client past ``hello`` and ``joined`` in ``room``: ``(client, nick)``."""
-    nick = fresh_nick("raw")
-    raw = RawClient.open(session(chat, nick)["ws_url"], rcvbuf=rcvbuf)
-    raw.send_json({"type": "join", "room": room})
-    deadline = time.monotonic() + scaled(10)
-    while True:
-        frame = raw.recv_frame(max(deadline - time.monotonic(), 0.001))
-        assert frame is not None, "closed before joined"
-        if frame[0] == TEXT and json.loads(frame[1]).get("type") == "joined":
-            return raw, nick
-
-
-def kernel_buffer_bound() -> int:
-    """The most bytes the kernel may hold for one connection whose reader pinned a small receive buffer."""
-    try:
-        wmem = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
-    except (OSError, ValueError, IndexError):
-        return 16 * 1024 * 1024
-    return min(wmem, 64 * 1024 * 1024) + 64 * 1024  # the slow client's receive buffer is pinned small
 
 
 def test_slow_consumer_is_closed_while_the_others_receive_every_message_promptly(

@@ -15,23 +15,12 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from ..conftest import scaled
-from .conftest import (
-    ChatServer,
-    connect,
-    fresh_nick,
-    fresh_room,
-    handshake_request,
-    is_message,
-    join,
-    read_response_head,
-    recv_json,
-    recv_until,
-    say,
-    session,
-)
-from .test_chat_lifecycle import read_until_closed
-from .test_faults import worker_rss
+from tests.support.clients import connect, is_message, join, read_until_closed, recv_json, recv_until, say
+from tests.support.gunicorn import ChatServer, worker_rss
+from tests.support.http import session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import handshake_request, read_response_head
+from tests.support.timeouts import scaled
 
 
 def ws_path(chat: ChatServer, nick: str) -> str:
