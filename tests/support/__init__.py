@@ -7,6 +7,8 @@
   ``wait_for_output``, ``assert_clean``).
 - :mod:`~tests.support.gunicorn`: the chat under gunicorn as the README runs it: ``launch_chat`` and its
   ``ChatServer``, ``server_environment``, ``spawn_gunicorn``, ``two_workers``, ``worker_rss``.
+- :mod:`~tests.support.inprocess`: the chat (web app and WebSocket server) in the test's own process, on a
+  thread with its own gevent hub: ``InProcessChat``.
 - :mod:`~tests.support.echo`: the echo server as a process: ``run_echo_server``, ``EchoServer``.
 - :mod:`~tests.support.http`: ``urllib`` without proxies: ``http_request``, ``get_json``, ``post_session``,
   ``session``.
