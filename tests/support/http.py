@@ -21,6 +21,11 @@ class Endpoints(Protocol):
     @property
     def http(self) -> str: ...
 
+    @property
+    def ws_base(self) -> str: ...
+
+    ws_port: int
+
 
 def http_opener(*, cookies: bool = False) -> urllib.request.OpenerDirector:
     """An opener that ignores proxy settings and, if asked, keeps cookies like a browser."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.support.http import Endpoints, session
 from tests.support.names import fresh_nick
@@ -191,3 +193,33 @@ def kernel_buffer_bound() -> int:
     except (OSError, ValueError, IndexError):
         return 16 * 1024 * 1024
     return min(wmem, 64 * 1024 * 1024) + 64 * 1024  # the slow client's receive buffer is pinned small
+
+
+def ws_path(chat: Endpoints, nick: str) -> str:
+    """The WebSocket path and query (token included) of a new session for ``nick``."""
+    url = urlsplit(session(chat, nick)["ws_url"])
+    return f"{url.path}?{url.query}"
+
+
+def open_raw_websocket(chat: Endpoints, path: str) -> socket.socket:
+    """A socket past a successful opening handshake, left open (it holds a connection slot)."""
+    sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
+    sock.sendall(handshake_request(path))
+    status, head, _ = read_response_head(sock)
+    assert status == 101, head
+    return sock
+
+
+def raw_handshake(port: int, url_path: str) -> tuple[int, bytes]:
+    """Status and body of one handshake over a plain socket (0 if the server closed first)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
+        sock.sendall(handshake_request(url_path))
+        status, head, rest = read_response_head(sock)
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        body = rest
+        while length and len(body) < int(length.group(1)):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+        return status, body
