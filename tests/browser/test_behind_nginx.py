@@ -25,11 +25,10 @@ from tests.support.clients import is_message, join, open_ws, recv_json, recv_unt
 from tests.support.gunicorn import ChatServer
 from tests.support.http import http_request, session
 from tests.support.names import fresh_nick, fresh_room
+from tests.support.pages import WAIT_MS, enter, message
+from tests.support.pages import say as say_in_page
 from tests.support.processes import free_port
 from tests.support.timeouts import scaled
-
-from .test_chat_ui import WAIT_MS, enter, message
-from .test_chat_ui import say as say_in_page
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SITE = REPO_ROOT / "docs" / "deploy" / "nginx.conf"

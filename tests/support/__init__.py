@@ -20,6 +20,7 @@
 - :mod:`~tests.support.redis`: ``SHARED_REDIS`` and ``shared_prefix``; ``RedisServer``, a private one.
 - :mod:`~tests.support.user`: ``use_the_chat``, one user's session through a running chat.
 - :mod:`~tests.support.browser`: Chromium's path and flags, the browser tests' admin password and token.
+- :mod:`~tests.support.pages`: the chat's pages in Playwright: ``enter``, ``say``, ``message``, ``WAIT_MS`` ….
 - :mod:`~tests.support.wire`: RFC 6455's sample mask, a client's permessage-deflate (``client_deflate``).
 - :mod:`~tests.support.memory`: ``peak_memory``.
 """
