@@ -7,8 +7,9 @@ from pathlib import Path
 
 from app import create_app
 from app.config import Settings
-from tests.chat.conftest import launch_chat
-from tests.running import assert_clean, use_the_chat
+from tests.support.gunicorn import launch_chat
+from tests.support.processes import assert_clean
+from tests.support.user import use_the_chat
 
 
 def test_settings_come_from_chat_environment_variables() -> None:

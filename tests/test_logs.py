@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from app.logs import TEXT_FORMAT, AccessJsonFormatter, _TextFormatter, gunicorn_logconfig
-from tests.chat.conftest import REPO_ROOT, launch_chat, server_environment
-from tests.conftest import free_port, scaled
-from tests.running import end_tree, use_the_chat, wait_for_output
+from tests.support.gunicorn import launch_chat, server_environment
+from tests.support.processes import REPO_ROOT, end_tree, free_port, wait_for_output
+from tests.support.timeouts import scaled
+from tests.support.user import use_the_chat
 
 
 def record_at(created: float) -> logging.LogRecord:

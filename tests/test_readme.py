@@ -25,16 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, scaled
-from tests.running import (
+from tests.support.processes import (
     assert_clean,
     command_line,
     end_tree,
+    free_port,
     gunicorn_master,
     runs_gunicorn,
-    use_the_chat,
     wait_for_output,
 )
+from tests.support.timeouts import scaled
+from tests.support.user import use_the_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 

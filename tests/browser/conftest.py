@@ -1,36 +1,24 @@
 """A real Chromium (Debian's, driven by Playwright) against the chat under gunicorn.
 
 Playwright's own browser download is not used: ``CHAT_TEST_CHROMIUM``
-(default ``/usr/bin/chromium``) is launched headless. A failing test leaves a
-screenshot of each open page in ``tests/browser/screenshots/``.
+(default ``/usr/bin/chromium``, see :mod:`tests.support.browser`) is launched
+headless. A failing test leaves a screenshot of each open page in
+``tests/browser/screenshots/``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from tests.chat.conftest import ChatServer, launch_chat
+from tests.support.browser import ADMIN_PASSWORD, API_TOKEN, CHROMIUM, CHROMIUM_ARGS
+from tests.support.gunicorn import ChatServer, launch_chat
 
-CHROMIUM = os.environ.get("CHAT_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ADMIN_PASSWORD = "admin-" + secrets.token_hex(8)
-API_TOKEN = "api-" + secrets.token_hex(16)
 
 
 @pytest.fixture(scope="session")

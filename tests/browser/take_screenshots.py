@@ -20,8 +20,9 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.chat.conftest import REPO_ROOT, ChatServer, launch_chat
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.gunicorn import ChatServer, launch_chat
+from tests.support.processes import REPO_ROOT
 
 WAIT_MS = 15_000
 CONVERSATION = [

@@ -21,24 +21,13 @@ from playwright.sync_api import Page, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from tests.browser.conftest import ADMIN_PASSWORD
-from tests.chat.conftest import (
-    ChatServer,
-    Message,
-    connect,
-    fresh_nick,
-    fresh_room,
-    http_request,
-    join,
-    post_session,
-    recv_json,
-    recv_until,
-    rooms,
-    say,
-    send_json,
-)
-from tests.chat.test_chat_lifecycle import open_raw_member
-from tests.conftest import scaled
+from tests.support.browser import ADMIN_PASSWORD
+from tests.support.clients import Message, connect, join, recv_json, recv_until, rooms, say, send_json
+from tests.support.gunicorn import ChatServer
+from tests.support.http import http_request, post_session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import open_raw_member
+from tests.support.timeouts import scaled
 
 #: Playwright's timeouts are in milliseconds.
 WAIT_MS = scaled(10) * 1000

@@ -21,23 +21,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.chat.conftest import (
-    ChatServer,
-    fresh_nick,
-    fresh_room,
-    http_request,
-    is_message,
-    join,
-    open_ws,
-    recv_json,
-    recv_until,
-    say,
-    session,
-)
-from tests.conftest import free_port, scaled
-
-from .test_chat_ui import WAIT_MS, enter, message
-from .test_chat_ui import say as say_in_page
+from tests.support.clients import is_message, join, open_ws, recv_json, recv_until, say
+from tests.support.gunicorn import ChatServer
+from tests.support.http import http_request, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.pages import WAIT_MS, enter, message
+from tests.support.pages import say as say_in_page
+from tests.support.processes import free_port
+from tests.support.timeouts import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SITE = REPO_ROOT / "docs" / "deploy" / "nginx.conf"

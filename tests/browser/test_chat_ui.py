@@ -21,72 +21,20 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN_PASSWORD, API_TOKEN
-from tests.chat.conftest import (
-    ChatServer,
-    fresh_nick,
-    fresh_room,
-    http_request,
-    server_environment,
-    spawn_gunicorn,
-)
-from tests.conftest import free_port, scaled
+from tests.support.browser import ADMIN_PASSWORD, API_TOKEN
+from tests.support.gunicorn import ChatServer, server_environment, spawn_gunicorn
+from tests.support.http import http_request
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.pages import WAIT_MS, enter, ids, message, say, texts, wait_joined
+from tests.support.processes import free_port
+from tests.support.timeouts import scaled
 
-#: Playwright's timeouts are in milliseconds.
-WAIT_MS = scaled(10) * 1000
 #: Long enough for a server restart and a few reconnect attempts with backoff.
 RECONNECT_MS = scaled(30) * 1000
 
 XSS = "<img src=x onerror=alert(1)>"
 
 NewPage = Callable[[], Page]
-
-
-# -- helpers ---------------------------------------------------------------------------------------------------------
-
-
-def enter(page: Page, chat: ChatServer, nick: str, room: str) -> Page:
-    """Pick ``nick`` on the landing page, join ``room``, and wait until the room is joined and live."""
-    page.goto(chat.http + "/", timeout=WAIT_MS)
-    page.fill("#nick", nick)
-    page.fill("#room", room)
-    page.click("#join-button")
-    page.wait_for_url(re.compile(r"/chat\?room="), timeout=WAIT_MS)
-    wait_joined(page, nick)
-    return page
-
-
-def wait_joined(page: Page, nick: str) -> None:
-    """The page is live and lists itself among the shown room's members."""
-    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-    expect(page.locator("#members li").filter(has_text=re.compile(f"^{re.escape(nick)}$"))).to_have_count(
-        1, timeout=WAIT_MS
-    )
-
-
-def say(page: Page, text: str) -> None:
-    """Type ``text`` in the composer and press Enter; wait until the page shows it (the server echoed it)."""
-    before = page.locator("#messages li.msg").count()
-    page.fill("#composer textarea", text)
-    page.press("#composer textarea", "Enter")
-    expect(page.locator("#messages li.msg")).to_have_count(before + 1, timeout=WAIT_MS)
-
-
-def message(page: Page, text: str):  # type: ignore[no-untyped-def]
-    """The messages of the shown room whose text is exactly ``text``."""
-    return page.locator("#messages li.msg").filter(
-        has=page.locator(".text", has_text=re.compile(f"^{re.escape(text)}$"))
-    )
-
-
-def texts(page: Page) -> list[str]:
-    return page.locator("#messages li.msg .text").all_text_contents()
-
-
-def ids(page: Page) -> list[int]:
-    """The ids of the shown room's lines that have one (lines from before a history reset have none)."""
-    found = page.locator("#messages li.msg").evaluate_all("els => els.map(e => e.dataset.id)")
-    return [int(i) for i in found if i is not None]
 
 
 # -- two users -------------------------------------------------------------------------------------------------------

@@ -15,15 +15,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection
 
-from tests.chat.conftest import (
-    ChatServer,
+from tests.support.clients import (
     Message,
     connect,
-    fresh_nick,
-    fresh_room,
-    get_json,
-    http_opener,
-    http_request,
     is_message,
     is_presence,
     join,
@@ -33,9 +27,11 @@ from tests.chat.conftest import (
     rooms,
     say,
     send_json,
-    session,
 )
-from tests.conftest import scaled
+from tests.support.gunicorn import ChatServer
+from tests.support.http import get_json, http_opener, http_request, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 

@@ -1,52 +1,28 @@
-"""Per-client limits against the real server: message rate (flood) and rooms joined."""
+"""Limits against the real gunicorn worker: a flood, thousands of refused connections, no file descriptors left.
+
+Each test looks at the worker process itself (its memory, its descriptors,
+its log); the limits that need only the WebSocket server (rooms per client,
+connections per address, idle clients) are in tests/server.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import resource
 import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from ..conftest import scaled
-from .conftest import (
-    ChatServer,
-    connect,
-    fresh_nick,
-    fresh_room,
-    handshake_request,
-    is_message,
-    join,
-    read_response_head,
-    recv_json,
-    recv_until,
-    say,
-    session,
-)
-from .test_chat_lifecycle import read_until_closed
-from .test_faults import worker_rss
-
-
-def ws_path(chat: ChatServer, nick: str) -> str:
-    """The WebSocket path and query (token included) of a new session for ``nick``."""
-    url = urlsplit(session(chat, nick)["ws_url"])
-    return f"{url.path}?{url.query}"
-
-
-def open_raw_websocket(chat: ChatServer, path: str) -> socket.socket:
-    """A socket past a successful opening handshake, left open (it holds a connection slot)."""
-    sock = socket.create_connection(("127.0.0.1", chat.ws_port), timeout=scaled(10))
-    sock.sendall(handshake_request(path))
-    status, head, _ = read_response_head(sock)
-    assert status == 101, head
-    return sock
+from tests.support.clients import connect, is_message, join, recv_json, recv_until, say
+from tests.support.gunicorn import ChatServer, worker_rss
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import open_raw_websocket, raw_handshake, ws_path
+from tests.support.timeouts import scaled
 
 
 def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
@@ -87,36 +63,7 @@ def test_a_flood_is_refused_then_closed_while_the_room_chats_on(
         assert growth < 4 * 1024 * 1024, f"the worker grew by {growth} bytes over the flood"
 
 
-def test_a_client_may_be_in_a_limited_number_of_rooms(tmp_path: Path, start_chat: Callable[..., ChatServer]) -> None:
-    chat = start_chat(tmp_path, CHAT_MAX_ROOMS=3)
-    rooms = [fresh_room() for _ in range(4)]
-    ws, _ = connect(chat, fresh_nick())
-    with ws:
-        for room in rooms[:3]:
-            assert join(ws, room)["type"] == "joined"
-        refused = join(ws, rooms[3])
-        assert (refused["type"], refused["code"]) == ("error", "too_many_rooms")
-        ws.send(json.dumps({"type": "leave", "room": rooms[0]}))
-        recv_until(ws, lambda m: m.get("type") == "left")
-        assert join(ws, rooms[3])["type"] == "joined"
-
-
 # -- connections -------------------------------------------------------------------------------------------------------
-
-
-def raw_handshake(port: int, url_path: str) -> tuple[int, bytes]:
-    """Status and body of one handshake over a plain socket (0 if the server closed first)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
-        sock.sendall(handshake_request(url_path))
-        status, head, rest = read_response_head(sock)
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-        body = rest
-        while length and len(body) < int(length.group(1)):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            body += chunk
-        return status, body
 
 
 def raise_open_files(wanted: int) -> None:
@@ -157,23 +104,6 @@ def test_ten_thousand_connections_against_a_limit_of_a_thousand_are_refused_clea
             time.sleep(0.05)
     finally:
         steady.close()
-        for sock in held:
-            sock.close()
-
-
-def test_one_address_may_hold_a_limited_number_of_connections(
-    tmp_path: Path, start_chat: Callable[..., ChatServer]
-) -> None:
-    chat = start_chat(tmp_path, CHAT_MAX_CONNECTIONS_PER_ADDRESS=5)
-    path = ws_path(chat, fresh_nick("tabs"))
-    held = []
-    try:
-        for _ in range(5):
-            held.append(open_raw_websocket(chat, path))
-        status, body = raw_handshake(chat.ws_port, path)
-        assert status == 429
-        assert b"too many connections from your address" in body
-    finally:
         for sock in held:
             sock.close()
 
@@ -222,22 +152,3 @@ def test_the_accept_loop_survives_running_out_of_file_descriptors(
     logs = chat.logs()
     assert logs.count("out of file descriptors") == 1, logs[-3000:]
     assert "Traceback" not in logs
-
-
-def test_a_client_that_sends_nothing_for_the_idle_timeout_is_closed_and_a_talker_is_not(
-    tmp_path: Path, start_chat: Callable[..., ChatServer]
-) -> None:
-    chat = start_chat(tmp_path, CHAT_IDLE_TIMEOUT=1, CHAT_PING_INTERVAL=0.3, CHAT_PING_TIMEOUT=5)
-    room = fresh_room()
-    idle, _ = connect(chat, fresh_nick("idle"))  # answers pings (websockets does), says nothing
-    talker, _ = connect(chat, fresh_nick("talker"))
-    with idle, talker:
-        join(talker, room)
-        started = time.monotonic()
-        while time.monotonic() - started < 3:
-            assert say(talker, room, "still talking")["type"] == "message"
-            time.sleep(0.3)
-        closed = read_until_closed(idle, scaled(10))
-        assert closed.rcvd is not None
-        assert (closed.rcvd.code, closed.rcvd.reason) == (1001, "idle for too long")
-        assert say(talker, room, "and on")["text"] == "and on"

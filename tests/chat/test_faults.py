@@ -19,24 +19,12 @@ from pathlib import Path
 
 from websockets.sync.client import ClientConnection
 
-from ..conftest import scaled
-from .conftest import (
-    ChatServer,
-    RawClient,
-    connect,
-    fresh_nick,
-    fresh_room,
-    get_json,
-    handshake_request,
-    http_request,
-    is_presence,
-    join,
-    recv_until,
-    say,
-    send_json,
-    session,
-)
-from .test_chat_lifecycle import kernel_buffer_bound
+from tests.support.clients import connect, is_presence, join, recv_until, say, send_json
+from tests.support.gunicorn import ChatServer, worker_rss
+from tests.support.http import get_json, http_request, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import RawClient, handshake_request, kernel_buffer_bound
+from tests.support.timeouts import scaled
 
 StartChat = Callable[..., ChatServer]
 PASSWORD = "fault-tests-admin"
@@ -54,14 +42,6 @@ def wait_for_clients(chat: ChatServer, count: int, timeout: float) -> None:
     while (now := connected_clients(chat)) != count:
         assert time.monotonic() < deadline, f"{now} clients connected, expected {count}"
         time.sleep(0.1)
-
-
-def worker_rss(chat: ChatServer) -> int:
-    """The worker's resident memory in bytes."""
-    for line in Path(f"/proc/{chat.worker_pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def abort(sock: socket.socket) -> None:

@@ -12,22 +12,12 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from ..conftest import scaled
-from .conftest import (
-    ChatServer,
-    connect,
-    fresh_nick,
-    fresh_room,
-    http_opener,
-    http_request,
-    join,
-    open_ws,
-    say,
-    session,
-)
-from .test_redis_cluster import RedisServer, connect_to, own_redis, prefix, two_workers
-
-__all__ = ["own_redis", "prefix"]  # fixtures used here
+from tests.support.clients import connect, connect_to, join, open_ws, say
+from tests.support.gunicorn import ChatServer, two_workers
+from tests.support.http import http_opener, http_request, session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.redis import RedisServer
+from tests.support.timeouts import scaled
 
 StartChat = Callable[..., ChatServer]
 

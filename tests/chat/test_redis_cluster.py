@@ -12,129 +12,34 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from ..conftest import free_port, scaled
-from .conftest import (
-    ChatServer,
-    fresh_nick,
-    fresh_room,
-    http_request,
+from tests.support.clients import (
+    connect_to,
     is_message,
     is_presence,
     join,
-    kill_worker,
-    launch_chat,
-    open_ws,
-    post_session,
-    recv_json,
+    read_until_closed,
     recv_until,
     say,
     send_json,
-    server_environment,
-    session,
-    spawn_gunicorn,
-    wait_gone,
 )
-from .test_chat_lifecycle import read_until_closed
+from tests.support.gunicorn import ChatServer, launch_chat, two_workers
+from tests.support.http import http_request, post_session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.redis import SHARED_REDIS, RedisServer
+from tests.support.timeouts import scaled
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 ADMIN_PASSWORD = "cluster-admin-password"
 API_TOKEN = "cluster-api-token"
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own on the shared Redis, deleted afterwards."""
-    name = f"chat-test-{secrets.token_hex(4)}"
-    client = redis.Redis.from_url(SHARED_REDIS)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"the tests need Redis on 127.0.0.1:6379 ({exc})")
-    yield name
-    keys = list(client.scan_iter(match=f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-class RedisServer:
-    """A redis-server of the test's own: appending every write to disk before answering, or keeping nothing."""
-
-    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.persistent = persistent
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]),
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + scaled(10)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=scaled(10))
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -171,13 +76,6 @@ def admin(node: ChatServer, path: str, body: object | None = None) -> tuple[int,
         node.http + "/admin/api" + path, method="GET" if body is None else "POST", body=raw, headers=headers
     )
     return status, decoded
-
-
-def connect_to(node: ChatServer, nick: str) -> tuple[Any, dict[str, Any]]:
-    ws = open_ws(session(node, nick)["ws_url"])
-    hello = recv_json(ws)
-    assert hello["type"] == "hello", hello
-    return ws, hello
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -595,39 +493,6 @@ def test_redis_restarted_empty_restarts_the_ids_under_a_new_epoch_and_clients_ar
 
 
 # -- gunicorn -w 2 on one port --------------------------------------------------------------------------------------
-
-
-@contextmanager
-def two_workers(directory: Path, prefix: str) -> Iterator[ChatServer]:
-    """``gunicorn -w 2`` sharing rooms through the shared Redis, both workers on one WebSocket port."""
-    ws_port = free_port()
-    log_path = directory / "gunicorn.log"
-    env = server_environment(
-        directory / "chat.db",
-        CHAT_REDIS_URL=SHARED_REDIS,
-        CHAT_REDIS_PREFIX=prefix,
-        CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
-    )
-    process = spawn_gunicorn(log_path, env, "-w", "2")
-    node = ChatServer(process, log_path, directory / "chat.db", ws_port=ws_port)  # worker_pid: two of them, below
-    try:
-        deadline = time.monotonic() + scaled(30)
-        while True:
-            text = log_path.read_text(errors="replace")
-            http = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-            if http and text.count("listening on ws://") >= 2:
-                break
-            assert process.poll() is None and time.monotonic() < deadline, text
-            time.sleep(0.05)
-        node.http_port = int(http.group(1))
-        yield node
-    finally:
-        node.stop(timeout=scaled(20))
-        for line in log_path.read_text(errors="replace").splitlines():
-            if "Booting worker with pid: " in line:
-                pid = int(line.rsplit(":", 1)[1].split()[0])
-                if not wait_gone(pid, scaled(5)):
-                    kill_worker(pid)
 
 
 def test_two_gunicorn_workers_share_one_websocket_port_and_every_room(tmp_path: Path, prefix: str) -> None:

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import websocket  # websocket-client
 
-from ..conftest import scaled
-from .conftest import ChatServer, fresh_nick, fresh_room, is_message, join, open_ws, recv_json, recv_until, say, session
+from tests.support.clients import is_message, join, open_ws, recv_json, recv_until, say
+from tests.support.gunicorn import ChatServer
+from tests.support.http import session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.timeouts import scaled
 
 StartChat = Callable[..., ChatServer]
 

@@ -12,9 +12,8 @@ from flask import Flask
 
 from app import create_app
 from app.config import Settings
-
-from ..chat.conftest import server_environment, spawn_gunicorn
-from ..conftest import scaled
+from tests.support.gunicorn import server_environment, spawn_gunicorn
+from tests.support.timeouts import scaled
 
 PASSWORD = "a long admin password"
 

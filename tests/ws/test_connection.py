@@ -16,8 +16,8 @@ from app.ws.deflate import DeflateParams, PerMessageDeflate
 from app.ws.events import BinaryMessage, CloseReceived, Event, Ping, Pong, TextMessage
 from app.ws.exceptions import InvalidState
 from app.ws.frames import CloseCode, Frame, Opcode, encode_frame, parse_close_payload, read_frames
-
-from .support import MASK, client_deflate, peak_memory
+from tests.support.memory import peak_memory
+from tests.support.wire import MASK, client_deflate
 
 INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]

@@ -13,8 +13,8 @@ from app.ws.exceptions import InvalidPayloadData, MessageTooBig
 from app.ws.frames import Frame, Opcode, encode_frame, parse_close_payload, read_frames
 from app.ws.handshake import accept, parse_extensions
 from app.ws.http11 import Request
-
-from .support import MASK, TAIL, client_deflate, peak_memory
+from tests.support.memory import peak_memory
+from tests.support.wire import MASK, TAIL, client_deflate
 
 MESSAGE = b"The quick brown fox jumps over the lazy dog. " * 20
 

@@ -15,7 +15,7 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from tests.conftest import scaled
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 

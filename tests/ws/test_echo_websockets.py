@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Conne
 from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import scaled
-from tests.ws.conftest import SMALL_MAX_SIZE
+from tests.support.echo import SMALL_MAX_SIZE
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 

@@ -45,8 +45,9 @@ from app.ws.frames import (
 )
 from app.ws.handshake import Handshake, accept, accept_key, parse_extensions, rejection
 from app.ws.http11 import MAX_HEAD_SIZE, Request, RequestReader
+from tests.support.memory import peak_memory
+from tests.support.wire import MASK, TAIL, client_deflate
 
-from .support import MASK, TAIL, client_deflate, peak_memory
 from .test_connection import assert_ignores_input
 from .test_handshake import assert_rejected, header, parse_response
 

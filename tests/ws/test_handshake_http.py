@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
-from tests.ws.conftest import run_echo_server, stop_process
+from tests.support.echo import run_echo_server
+from tests.support.processes import stop_process
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 

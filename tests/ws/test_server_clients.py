@@ -19,8 +19,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import scaled
-from tests.ws.conftest import REPO_ROOT, _first_line, stop_process
+from tests.support.processes import REPO_ROOT, first_line, stop_process
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 
@@ -48,7 +48,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
             [sys.executable, "-c", SERVER], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
         )
     try:
-        port = _first_line(process, scaled(15)).strip()
+        port = first_line(process, scaled(15)).strip()
         if not port.isdigit():
             pytest.fail(f"server did not start: {port!r}\n{(tmp_path / 'server.log').read_text()}")
         yield process, f"ws://127.0.0.1:{port}/"

@@ -2,7 +2,8 @@
 
 Bad chat input gets an ``error`` message (with the request's ``ref``) and the
 connection stays open, which each test proves with a ``rooms`` request and a
-``say`` afterwards.
+``say`` afterwards. The chat runs in the test's process
+(tests/server/conftest.py): none of this needs gunicorn.
 """
 
 from __future__ import annotations
@@ -18,30 +19,24 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from tests.chat.conftest import (
-    ChatServer,
+from tests.support.clients import (
     Message,
     connect,
-    fresh_nick,
-    fresh_room,
-    get_json,
-    handshake_request,
-    http_opener,
     is_message,
     is_presence,
     join,
-    launch_chat,
     open_ws,
-    post_session,
-    raw_status,
     recv_json,
     recv_until,
     rooms,
     say,
     send_json,
-    session,
 )
-from tests.conftest import scaled
+from tests.support.http import get_json, http_opener, post_session, session
+from tests.support.inprocess import InProcessChat
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.raw import handshake_request, raw_status
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.timeout(scaled(60))
 
@@ -53,9 +48,9 @@ TOKEN_TTL = 2
 
 
 @pytest.fixture(scope="module")
-def configured_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer]:
+def configured_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessChat]:
     """A second chat, with its own secret, an Origin allow-list and short-lived tokens."""
-    server = launch_chat(
+    server = InProcessChat.launch(
         tmp_path_factory.mktemp("configured"),
         CHAT_ALLOWED_ORIGINS=f"{ALLOWED},{ALSO_ALLOWED}",
         CHAT_TOKEN_TTL=TOKEN_TTL,
@@ -191,7 +186,7 @@ class TestLimitsAccepted:
 # -- close codes ----------------------------------------------------------------------------------------------------
 
 
-def test_message_over_max_size_closes_with_1009_and_others_keep_chatting(chat: ChatServer, client: Client) -> None:
+def test_message_over_max_size_closes_with_1009_and_others_keep_chatting(chat: InProcessChat, client: Client) -> None:
     room = fresh_room()
     (ben, _), (cid, _) = client(), client()
     nick = fresh_nick("big")
@@ -217,7 +212,7 @@ def test_message_over_max_size_closes_with_1009_and_others_keep_chatting(chat: C
 
 
 @pytest.mark.parametrize("body", [b"not json", b"", b"[1, 2]", b'"alice"', b"{"], ids=repr)
-def test_session_body_not_a_json_object_is_400_invalid_json(chat: ChatServer, body: bytes) -> None:
+def test_session_body_not_a_json_object_is_400_invalid_json(chat: InProcessChat, body: bytes) -> None:
     status, reply = post_session(chat, body)
     assert status == 400
     assert reply["error"] == "invalid_json"
@@ -243,7 +238,7 @@ def test_session_body_not_a_json_object_is_400_invalid_json(chat: ChatServer, bo
     ],
     ids=repr,
 )
-def test_session_with_a_bad_nick_is_400_invalid_nick(chat: ChatServer, body: dict[str, Any]) -> None:
+def test_session_with_a_bad_nick_is_400_invalid_nick(chat: InProcessChat, body: dict[str, Any]) -> None:
     status, reply = post_session(chat, body)
     assert status == 400
     assert reply["error"] == "invalid_nick"
@@ -251,7 +246,7 @@ def test_session_with_a_bad_nick_is_400_invalid_nick(chat: ChatServer, body: dic
 
 
 @pytest.mark.parametrize("nick", ["a" * 32, "x", "Zoë Ünal", "bob.smith-2_ok!"])
-def test_session_accepts_1_to_32_printable_characters(chat: ChatServer, nick: str) -> None:
+def test_session_accepts_1_to_32_printable_characters(chat: InProcessChat, nick: str) -> None:
     status, reply = post_session(chat, {"nick": nick})
     assert status == 200, reply
 
@@ -259,7 +254,7 @@ def test_session_accepts_1_to_32_printable_characters(chat: ChatServer, nick: st
 class TestNickTaken:
     """§1: 409 while a connected client of another session holds the nick."""
 
-    def test_nick_of_a_connected_client_is_taken_until_it_disconnects(self, chat: ChatServer) -> None:
+    def test_nick_of_a_connected_client_is_taken_until_it_disconnects(self, chat: InProcessChat) -> None:
         nick = fresh_nick("taken")
         browser = http_opener(cookies=True)
         url = session(chat, nick, browser)["ws_url"]
@@ -281,7 +276,7 @@ class TestNickTaken:
             time.sleep(0.05)
         assert status == 200, f"the nick is free again after the disconnect: {reply}"
 
-    def test_a_session_without_a_connection_does_not_hold_its_nick(self, chat: ChatServer) -> None:
+    def test_a_session_without_a_connection_does_not_hold_its_nick(self, chat: InProcessChat) -> None:
         nick = fresh_nick("idle")
         session(chat, nick)
         assert post_session(chat, {"nick": nick})[0] == 200
@@ -302,7 +297,7 @@ class TestNickTaken:
         "/api/rooms/lobby/messages?limit=-1",
     ],
 )
-def test_history_with_a_bad_room_since_or_limit_is_400(chat: ChatServer, path: str) -> None:
+def test_history_with_a_bad_room_since_or_limit_is_400(chat: InProcessChat, path: str) -> None:
     status, reply = get_json(chat, path)
     assert status == 400, reply
     assert isinstance(reply, dict) and isinstance(reply.get("error"), str), reply
@@ -327,67 +322,67 @@ def forged(token: str) -> str:
 
 
 class TestHandshakeRefusals:
-    def test_wrong_path_is_404(self, chat: ChatServer) -> None:
+    def test_wrong_path_is_404(self, chat: InProcessChat) -> None:
         token = session(chat, fresh_nick())["token"]
         assert raw_status(chat.ws_port, handshake_request(f"/chat?token={token}")) == 404
         assert refused_status(f"ws://127.0.0.1:{chat.ws_port}/elsewhere?token={token}") == 404
 
-    def test_no_token_is_401(self, chat: ChatServer) -> None:
+    def test_no_token_is_401(self, chat: InProcessChat) -> None:
         assert raw_status(chat.ws_port, handshake_request("/ws")) == 401
         assert refused_status(chat.ws_base) == 401
 
     @pytest.mark.parametrize("token", ["", "garbage", "a.b.c"])
-    def test_bad_token_is_401(self, chat: ChatServer, token: str) -> None:
+    def test_bad_token_is_401(self, chat: InProcessChat, token: str) -> None:
         assert refused_status(f"{chat.ws_base}?token={token}") == 401
 
-    def test_forged_token_is_401(self, chat: ChatServer) -> None:
+    def test_forged_token_is_401(self, chat: InProcessChat) -> None:
         token = session(chat, fresh_nick())["token"]
         assert raw_status(chat.ws_port, handshake_request(f"/ws?token={forged(token)}")) == 401
         assert refused_status(f"{chat.ws_base}?token={forged(token)}") == 401
 
-    def test_token_signed_by_another_server_is_401(self, chat: ChatServer, configured_chat: ChatServer) -> None:
+    def test_token_signed_by_another_server_is_401(self, chat: InProcessChat, configured_chat: InProcessChat) -> None:
         token = session(configured_chat, fresh_nick())["token"]
         assert refused_status(f"{chat.ws_base}?token={token}") == 401
 
-    def test_expired_token_is_401(self, configured_chat: ChatServer) -> None:
+    def test_expired_token_is_401(self, configured_chat: InProcessChat) -> None:
         url = session(configured_chat, fresh_nick())["ws_url"]
         time.sleep(TOKEN_TTL + 2)
         assert refused_status(url) == 401
 
-    def test_the_web_apps_own_origin_is_allowed_by_default(self, chat: ChatServer) -> None:
+    def test_the_web_apps_own_origin_is_allowed_by_default(self, chat: InProcessChat) -> None:
         with open_ws(session(chat, fresh_nick())["ws_url"], origin=chat.http) as ws:
             assert recv_json(ws)["type"] == "hello"
 
-    def test_another_origin_is_403_by_default(self, chat: ChatServer) -> None:
+    def test_another_origin_is_403_by_default(self, chat: InProcessChat) -> None:
         assert refused_status(session(chat, fresh_nick())["ws_url"], origin=EVIL) == 403
 
     @pytest.mark.parametrize("origin", [ALLOWED, ALSO_ALLOWED])
-    def test_listed_origin_is_allowed(self, configured_chat: ChatServer, origin: str) -> None:
+    def test_listed_origin_is_allowed(self, configured_chat: InProcessChat, origin: str) -> None:
         with open_ws(session(configured_chat, fresh_nick())["ws_url"], origin=origin) as ws:
             assert recv_json(ws)["type"] == "hello"
 
     @pytest.mark.parametrize("origin", [EVIL, "null", "http://allowed.example.evil"])
-    def test_unlisted_origin_is_403(self, configured_chat: ChatServer, origin: str) -> None:
+    def test_unlisted_origin_is_403(self, configured_chat: InProcessChat, origin: str) -> None:
         assert refused_status(session(configured_chat, fresh_nick())["ws_url"], origin=origin) == 403
 
-    def test_the_web_apps_own_origin_is_403_when_not_listed(self, configured_chat: ChatServer) -> None:
+    def test_the_web_apps_own_origin_is_403_when_not_listed(self, configured_chat: InProcessChat) -> None:
         url = session(configured_chat, fresh_nick())["ws_url"]
         assert refused_status(url, origin=configured_chat.http) == 403
 
-    def test_no_origin_is_not_checked(self, configured_chat: ChatServer) -> None:
+    def test_no_origin_is_not_checked(self, configured_chat: InProcessChat) -> None:
         with open_ws(session(configured_chat, fresh_nick())["ws_url"]) as ws:
             assert recv_json(ws)["type"] == "hello"
 
-    def test_raw_handshake_with_a_valid_token_is_101(self, chat: ChatServer) -> None:
+    def test_raw_handshake_with_a_valid_token_is_101(self, chat: InProcessChat) -> None:
         token = session(chat, fresh_nick())["token"]
         assert raw_status(chat.ws_port, handshake_request(f"/ws?token={token}")) == 101
 
-    def test_post_is_405(self, chat: ChatServer) -> None:
+    def test_post_is_405(self, chat: InProcessChat) -> None:
         token = session(chat, fresh_nick())["token"]
         request = handshake_request(f"/ws?token={token}").replace(b"GET ", b"POST ", 1)
         assert raw_status(chat.ws_port, request) == 405
 
-    def test_unsupported_websocket_version_is_426(self, chat: ChatServer) -> None:
+    def test_unsupported_websocket_version_is_426(self, chat: InProcessChat) -> None:
         token = session(chat, fresh_nick())["token"]
         request = handshake_request(f"/ws?token={token}").replace(b"Version: 13", b"Version: 8")
         assert raw_status(chat.ws_port, request) == 426
@@ -403,7 +398,7 @@ class TestHandshakeRefusals:
         ],
     )
     def test_invalid_handshake_is_refused_with_a_4xx_or_505(
-        self, chat: ChatServer, mangle: Callable[[bytes], bytes]
+        self, chat: InProcessChat, mangle: Callable[[bytes], bytes]
     ) -> None:
         token = session(chat, fresh_nick())["token"]
         assert raw_status(chat.ws_port, mangle(handshake_request(f"/ws?token={token}"))) in {400, 405, 426, 431, 505}
@@ -413,7 +408,7 @@ class TestHandshakeRefusals:
 
 
 def test_say_that_cannot_be_stored_gets_unavailable_and_nothing_is_broadcast(
-    start_chat: Callable[..., ChatServer], tmp_path: Path
+    start_chat: Callable[..., InProcessChat], tmp_path: Path
 ) -> None:
     chat = start_chat(tmp_path)
     room = fresh_room()

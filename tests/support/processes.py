@@ -1,29 +1,107 @@
-"""Helpers for tests that run the chat as a user does: its process tree, its output, one session through it.
+"""Processes the tests start: free ports, finding a process tree through ``/proc``, ending it by PID.
 
-The clients are outside ones only: ``urllib`` for HTTP, the ``websockets``
-package for the WebSocket. Processes are found through ``/proc`` and signalled
-by PID, and only those descending from a process the test started.
+Only processes descending from one a test started are ever signalled, and a
+PID is checked to still run what we started before it is signalled.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import queue
 import re
-import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from websockets.sync.client import connect as ws_connect
-
-from tests.conftest import scaled
+#: The repository's root: where the chat and the echo server are started from.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: What a clean stop must not print (a traceback, or an exception Python could only ignore).
 UNCLEAN = ("Traceback", "Exception ignored")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (for a server that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def end_process(process: subprocess.Popen[Any], timeout: float, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to a process we started, if it still runs; SIGKILL it after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+def stop_process(process: subprocess.Popen[str], timeout: float) -> int:
+    """SIGTERM the process we started, SIGKILL it if it lingers; its exit status (its stdout closed)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    if process.stdout is not None:
+        process.stdout.close()
+    return process.returncode
+
+
+def first_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line the process prints, waiting at most ``timeout`` seconds ('' if none)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True)
+    reader.start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return ""
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie left for init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rpartition(")")[2].split()[0] in {"Z", "X"}
+
+
+def is_gunicorn(pid: int) -> bool:
+    """``pid`` is still a gunicorn process (so signalling it cannot hit a recycled PID)."""
+    try:
+        return b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to end; whether it did."""
+    deadline = time.monotonic() + timeout
+    while not process_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def kill_worker(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker of ours if it is still a gunicorn process."""
+    if not process_gone(pid) and is_gunicorn(pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def parent_of(pid: int) -> int | None:
@@ -113,40 +191,6 @@ def wait_for_output(log_path: Path, pattern: str, process: subprocess.Popen[Any]
 
 def _http(url: str, body: object = None) -> tuple[int, str, bytes]:
     """Status, content type and body of a GET (or a JSON POST when ``body`` is given), ignoring proxies."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=scaled(10)) as response:
-        return response.status, response.headers.get("Content-Type", ""), response.read()
-
-
-def _recv(ws: Any, wanted: str) -> dict[str, Any]:
-    """The next message of type ``wanted``, within 10 s (scaled)."""
-    deadline = time.monotonic() + scaled(10)
-    while True:
-        message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-        if message.get("type") in (wanted, "error"):
-            return dict(message)
-
-
-def use_the_chat(http_base: str) -> None:
-    """What a user does: the page, a session, a WebSocket that joins the lobby and says hi (and gets it back)."""
-    status, content_type, page = _http(http_base + "/")
-    assert status == 200 and content_type.startswith("text/html"), (status, content_type)
-    assert b"<h1>Chat</h1>" in page
-    nick = "readme-" + secrets.token_hex(3)
-    status, _, body = _http(http_base + "/api/session", {"nick": nick})
-    assert status == 200, (status, body)
-    session = json.loads(body)
-    assert session["token"] and session["ws_url"].startswith("ws://"), session
-    with ws_connect(session["ws_url"], proxy=None, open_timeout=scaled(10), close_timeout=scaled(5)) as ws:
-        assert _recv(ws, "hello")["type"] == "hello"
-        ws.send(json.dumps({"type": "join", "room": "lobby"}))
-        joined = _recv(ws, "joined")
-        assert joined["type"] == "joined" and joined["room"] == "lobby", joined
-        ws.send(json.dumps({"type": "say", "room": "lobby", "text": "hi", "ref": "r1"}))
-        message = _recv(ws, "message")
-        assert (message["type"], message["text"], message["ref"]) == ("message", "hi", "r1"), message
 
 
 def assert_clean(output: str) -> None:

@@ -1,0 +1,185 @@
+"""The command parser against docs/protocol.md §3 (client → server) and §5 (errors), as tables.
+
+``parse_command(text, *, max_text)`` is total on the client's text: it
+returns a command or raises :class:`ChatError` whose ``code`` is a row of §5's
+table, with the request's ``ref`` when the request had a valid one. One
+table of valid requests and the command each is; one of invalid requests and
+the error each gets. Only the module's public names are used.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from app.chat.protocol import ChatError, Join, Leave, ListRooms, Say, parse_command
+
+MAX_SAFE_INTEGER = 2**53 - 1  # docs/protocol.md §3: an integer ref within ±(2**53 - 1)
+
+
+def request(**fields: Any) -> str:
+    """A client's text frame: ``fields`` as a JSON object."""
+    return json.dumps(fields)
+
+
+# -- §3: valid requests -----------------------------------------------------------------------------------------------
+
+# (id, text frame, command expected)
+VALID: list[tuple[str, str, object]] = [
+    ("join", request(type="join", room="lobby"), Join("lobby")),
+    ("join-since", request(type="join", room="lobby", since=41), Join("lobby", since=41)),
+    ("join-since-0", request(type="join", room="lobby", since=0), Join("lobby", since=0)),
+    ("join-since-null", request(type="join", room="lobby", since=None), Join("lobby")),
+    (
+        "join-since-epoch-ref",
+        request(type="join", room="lobby", since=41, epoch="9f2c", ref="j1"),
+        Join("lobby", since=41, ref="j1", epoch="9f2c"),
+    ),
+    ("join-epoch-64", request(type="join", room="lobby", epoch="e" * 64), Join("lobby", epoch="e" * 64)),
+    ("join-epoch-empty", request(type="join", room="lobby", epoch=""), Join("lobby", epoch="")),
+    ("say", request(type="say", room="lobby", text="hi"), Say("lobby", "hi")),
+    ("say-ref", request(type="say", room="lobby", text="hi", ref="m1"), Say("lobby", "hi", ref="m1")),
+    ("say-text-4000", request(type="say", room="lobby", text="x" * 4000), Say("lobby", "x" * 4000)),
+    ("say-text-4000-multibyte", request(type="say", room="lobby", text="é" * 4000), Say("lobby", "é" * 4000)),
+    ("say-text-a-space", request(type="say", room="lobby", text=" "), Say("lobby", " ")),
+    ("say-non-ascii-unescaped", '{"type": "say", "room": "lobby", "text": "héllo"}', Say("lobby", "héllo")),
+    ("leave", request(type="leave", room="lobby"), Leave("lobby")),
+    ("leave-ref", request(type="leave", room="lobby", ref=7), Leave("lobby", ref=7)),
+    ("rooms", request(type="rooms"), ListRooms()),
+    ("rooms-ref", request(type="rooms", ref="l1"), ListRooms(ref="l1")),
+    ("unknown-fields-ignored", request(type="rooms", extra={"a": 1}), ListRooms()),
+    # refs: a string of at most 64 characters, or an integer within ±(2**53 - 1); it comes back as it came
+    ("ref-null", request(type="rooms", ref=None), ListRooms()),
+    ("ref-empty-string", request(type="rooms", ref=""), ListRooms(ref="")),
+    ("ref-64-characters", request(type="rooms", ref="r" * 64), ListRooms(ref="r" * 64)),
+    ("ref-a-digit-string", request(type="rooms", ref="17"), ListRooms(ref="17")),
+    ("ref-0", request(type="rooms", ref=0), ListRooms(ref=0)),
+    ("ref-max-safe-integer", request(type="rooms", ref=MAX_SAFE_INTEGER), ListRooms(ref=MAX_SAFE_INTEGER)),
+    ("ref-min-safe-integer", request(type="rooms", ref=-MAX_SAFE_INTEGER), ListRooms(ref=-MAX_SAFE_INTEGER)),
+    # room names: ^[\w.-]{1,64}$, \w being Unicode word characters
+    ("room-one-character", request(type="join", room="a"), Join("a")),
+    ("room-64-characters", request(type="join", room="r" * 64), Join("r" * 64)),
+    ("room-dots-dashes-underscores", request(type="join", room="a.b-c_d"), Join("a.b-c_d")),
+    ("room-digits-only", request(type="join", room="2026"), Join("2026")),
+    ("room-accented", request(type="join", room="café"), Join("café")),
+    ("room-cyrillic", request(type="join", room="комната"), Join("комната")),
+    ("room-chinese", request(type="join", room="房间"), Join("房间")),
+    ("room-fullwidth-digits", request(type="join", room="１２３"), Join("１２３")),
+    ("room-64-accented", request(type="join", room="é" * 64), Join("é" * 64)),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [pytest.param(*case[1:], id=case[0]) for case in VALID])
+def test_a_valid_request_is_its_command(text: str, expected: object) -> None:
+    assert parse_command(text) == expected
+
+
+# -- §5: invalid requests ---------------------------------------------------------------------------------------------
+
+SAY = {"type": "say", "room": "lobby", "text": "hi"}
+
+# (id, text frame, code expected, ref expected in the error: None when the request had no valid one)
+INVALID: list[tuple[str, str, str, str | int | None]] = [
+    # invalid_json: the text is not a JSON object
+    ("not-json", "not json", "invalid_json", None),
+    ("empty-text-frame", "", "invalid_json", None),
+    ("truncated-json", '{"type": "rooms", "ref": "r"', "invalid_json", None),
+    ("json-array", "[1, 2]", "invalid_json", None),
+    ("json-array-of-a-request", '[{"type": "rooms", "ref": "r"}]', "invalid_json", None),
+    ("json-string", '"rooms"', "invalid_json", None),
+    ("json-number", "42", "invalid_json", None),
+    ("json-null", "null", "invalid_json", None),
+    # unknown_type: type missing or not one of §3's
+    ("type-missing", request(room="lobby", ref="t1"), "unknown_type", "t1"),
+    ("type-null", request(type=None, ref="t2"), "unknown_type", "t2"),
+    ("type-unknown", request(type="dance", ref="t3"), "unknown_type", "t3"),
+    ("type-in-capitals", request(type="SAY", room="lobby", text="hi", ref="t4"), "unknown_type", "t4"),
+    ("type-a-number", request(type=5, ref="t5"), "unknown_type", "t5"),
+    ("type-a-list", request(type=["say"], ref="t6"), "unknown_type", "t6"),
+    ("type-unknown-integer-ref", request(type="bogus", ref=-3), "unknown_type", -3),
+    # missing_field: a required field is missing
+    ("join-without-room", request(type="join", ref="f1"), "missing_field", "f1"),
+    ("say-without-room", request(type="say", text="hi", ref="f2"), "missing_field", "f2"),
+    ("say-without-text", request(type="say", room="lobby", ref="f3"), "missing_field", "f3"),
+    ("say-without-anything", request(type="say", ref="f4"), "missing_field", "f4"),
+    ("leave-without-room", request(type="leave", ref="f5"), "missing_field", "f5"),
+    # invalid_field: room, text, since, epoch of the wrong type or size
+    ("room-a-number", request(type="join", room=5, ref="i1"), "invalid_field", "i1"),
+    ("room-null", request(type="join", room=None, ref="i2"), "invalid_field", "i2"),
+    ("room-a-list", request(type="leave", room=["lobby"], ref="i3"), "invalid_field", "i3"),
+    ("text-a-number", request(type="say", room="lobby", text=5, ref="i4"), "invalid_field", "i4"),
+    ("text-null", request(type="say", room="lobby", text=None, ref="i5"), "invalid_field", "i5"),
+    ("since-negative", request(type="join", room="lobby", since=-1, ref="i6"), "invalid_field", "i6"),
+    ("since-a-string", request(type="join", room="lobby", since="3", ref="i7"), "invalid_field", "i7"),
+    ("since-a-float", request(type="join", room="lobby", since=1.5, ref="i8"), "invalid_field", "i8"),
+    ("since-an-integral-float", request(type="join", room="lobby", since=1.0, ref="i9"), "invalid_field", "i9"),
+    ("since-a-boolean", request(type="join", room="lobby", since=True, ref="i10"), "invalid_field", "i10"),
+    ("epoch-a-number", request(type="join", room="lobby", epoch=5, ref="i11"), "invalid_field", "i11"),
+    ("epoch-a-list", request(type="join", room="lobby", epoch=["e"], ref="i12"), "invalid_field", "i12"),
+    ("epoch-65-characters", request(type="join", room="lobby", epoch="e" * 65, ref="i13"), "invalid_field", "i13"),
+    # invalid_field: a ref that is not one is not echoed
+    ("ref-a-float", request(**SAY, ref=5.5), "invalid_field", None),
+    ("ref-an-integral-float", request(**SAY, ref=1.0), "invalid_field", None),
+    ("ref-true", request(**SAY, ref=True), "invalid_field", None),
+    ("ref-false", request(**SAY, ref=False), "invalid_field", None),
+    ("ref-an-object", request(**SAY, ref={"id": 1}), "invalid_field", None),
+    ("ref-a-list", request(**SAY, ref=[1]), "invalid_field", None),
+    ("ref-past-max-safe-integer", request(**SAY, ref=MAX_SAFE_INTEGER + 1), "invalid_field", None),
+    ("ref-past-min-safe-integer", request(**SAY, ref=-MAX_SAFE_INTEGER - 1), "invalid_field", None),
+    ("ref-65-characters", request(**SAY, ref="x" * 65), "invalid_field", None),
+    ("ref-bad-before-any-other-error", request(type="say", room="lobby", text="", ref=True), "invalid_field", None),
+    ("ref-bad-on-an-unknown-type", request(type="dance", ref=0.5), "invalid_field", None),
+    # invalid_room: the name does not match ^[\w.-]{1,64}$
+    ("room-empty", request(type="join", room="", ref="n1"), "invalid_room", "n1"),
+    ("room-65-characters", request(type="join", room="r" * 65, ref="n2"), "invalid_room", "n2"),
+    ("room-65-accented", request(type="join", room="é" * 65, ref="n3"), "invalid_room", "n3"),
+    ("room-with-a-space", request(type="join", room="bad room", ref="n4"), "invalid_room", "n4"),
+    ("room-with-a-slash", request(type="join", room="a/b", ref="n5"), "invalid_room", "n5"),
+    ("room-with-a-trailing-newline", request(type="join", room="lobby\n", ref="n6"), "invalid_room", "n6"),
+    ("room-an-emoji", request(type="join", room="🎉", ref="n7"), "invalid_room", "n7"),
+    ("room-with-punctuation", request(type="join", room="lobby!", ref="n8"), "invalid_room", "n8"),
+    ("say-to-a-bad-room", request(type="say", room="a b", text="hi", ref="n9"), "invalid_room", "n9"),
+    ("leave-a-bad-room", request(type="leave", room="a b", ref="n10"), "invalid_room", "n10"),
+    # empty_text, text_too_long (CHAT_MAX_TEXT, 4000 characters by default)
+    ("text-empty", request(type="say", room="lobby", text="", ref="e1"), "empty_text", "e1"),
+    ("text-empty-integer-ref-0", request(type="say", room="lobby", text="", ref=0), "empty_text", 0),
+    ("text-4001", request(type="say", room="lobby", text="x" * 4001, ref="l1"), "text_too_long", "l1"),
+    ("text-4001-multibyte", request(type="say", room="lobby", text="é" * 4001, ref="l2"), "text_too_long", "l2"),
+    ("text-4001-no-ref", request(type="say", room="lobby", text="x" * 4001), "text_too_long", None),
+]
+
+
+@pytest.mark.parametrize(("text", "code", "ref"), [pytest.param(*case[1:], id=case[0]) for case in INVALID])
+def test_an_invalid_request_is_refused_with_its_code_and_ref(text: str, code: str, ref: str | int | None) -> None:
+    with pytest.raises(ChatError) as refused:
+        parse_command(text)
+    assert (refused.value.code, refused.value.ref) == (code, ref)
+    assert type(refused.value.ref) is type(ref), "a ref comes back as it came: an integer stays one"
+    assert isinstance(refused.value.message, str) and refused.value.message
+
+
+def test_every_code_the_parser_owns_is_in_the_table() -> None:
+    """§5's rows about a request's own content, each tested above."""
+    owned = {
+        "invalid_json",
+        "unknown_type",
+        "missing_field",
+        "invalid_field",
+        "invalid_room",
+        "empty_text",
+        "text_too_long",
+    }
+    assert {case[2] for case in INVALID} == owned
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(10, True), (11, False)])
+def test_the_longest_text_is_max_text_characters(length: int, accepted: bool) -> None:
+    text = request(type="say", room="lobby", text="x" * length, ref="m")
+    if accepted:
+        assert parse_command(text, max_text=10) == Say("lobby", "x" * length, ref="m")
+    else:
+        with pytest.raises(ChatError) as refused:
+            parse_command(text, max_text=10)
+        assert (refused.value.code, refused.value.ref) == ("text_too_long", "m")
