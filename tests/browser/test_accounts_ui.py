@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.test_chat_ui import WAIT_MS, message, say, wait_joined
-from tests.chat.conftest import ChatServer, fresh_nick, fresh_room
+from tests.support.gunicorn import ChatServer
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.pages import WAIT_MS, message, say, wait_joined
 
 NewPage = Callable[[], Page]
 PASSWORD = "a password of my own"

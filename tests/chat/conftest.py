@@ -5,11 +5,12 @@
 only: ``urllib`` for HTTP, ``websockets`` (sync) and ``websocket-client`` for
 WebSocket, raw sockets for what those refuse to do. docs/protocol.md is the
 contract every test checks. ``prefix`` and ``own_redis`` give a test Redis of
-its own.
+its own; ``start_node`` starts the processes of a cluster sharing one.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from websockets.sync.client import ClientConnection
 from tests.support.clients import Message, connect
 from tests.support.gunicorn import ChatServer, launch_chat
 from tests.support.names import fresh_nick
-from tests.support.redis import RedisServer, shared_prefix
+from tests.support.redis import ADMIN_PASSWORD, API_TOKEN, RedisServer, shared_prefix
 
 
 @pytest.fixture
@@ -84,3 +85,29 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
+    """``start_node(redis_url, prefix)``: a chat process of the cluster (same secret key for all)."""
+    servers: list[ChatServer] = []
+    secret = secrets.token_hex(32)
+
+    def start(redis_url: str, prefix: str, **env: object) -> ChatServer:
+        directory = tmp_path / f"node-{len(servers) + 1}"
+        directory.mkdir()
+        server = launch_chat(
+            directory,
+            CHAT_REDIS_URL=redis_url,
+            CHAT_REDIS_PREFIX=prefix,
+            CHAT_SECRET_KEY=secret,
+            CHAT_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            CHAT_API_TOKEN=API_TOKEN,
+            **env,
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

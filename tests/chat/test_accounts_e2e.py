@@ -16,21 +16,12 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.chat.conftest import (
-    ChatServer,
-    fresh_nick,
-    fresh_room,
-    http_opener,
-    http_request,
-    join,
-    open_ws,
-    post_session,
-    recv_json,
-    say,
-)
-from tests.chat.test_chat_lifecycle import read_until_closed
-from tests.chat.test_redis_cluster import SHARED_REDIS, prefix, start_node  # noqa: F401 (fixtures)
-from tests.conftest import scaled
+from tests.support.clients import join, open_ws, read_until_closed, recv_json, say
+from tests.support.gunicorn import ChatServer
+from tests.support.http import http_opener, http_request, post_session
+from tests.support.names import fresh_nick, fresh_room
+from tests.support.redis import SHARED_REDIS
+from tests.support.timeouts import scaled
 
 PASSWORD = "a long enough password"
 
@@ -80,8 +71,7 @@ def test_an_account_chats_under_its_name_and_signing_out_everywhere_closes_it_wi
 
 
 def test_a_name_registered_on_one_node_is_owned_on_the_other_and_signing_out_reaches_both(
-    start_node: Callable[..., ChatServer],  # noqa: F811
-    prefix: str,  # noqa: F811
+    start_node: Callable[..., ChatServer], prefix: str
 ) -> None:
     a, b = start_node(SHARED_REDIS, prefix), start_node(SHARED_REDIS, prefix)
     name = fresh_nick("shared")

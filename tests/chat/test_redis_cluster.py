@@ -15,11 +15,10 @@ import json
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from tests.support.clients import (
@@ -32,40 +31,11 @@ from tests.support.clients import (
     say,
     send_json,
 )
-from tests.support.gunicorn import ChatServer, launch_chat, two_workers
+from tests.support.gunicorn import ChatServer, two_workers
 from tests.support.http import http_request, post_session
 from tests.support.names import fresh_nick, fresh_room
-from tests.support.redis import SHARED_REDIS, RedisServer
+from tests.support.redis import ADMIN_PASSWORD, API_TOKEN, SHARED_REDIS, RedisServer
 from tests.support.timeouts import scaled
-
-ADMIN_PASSWORD = "cluster-admin-password"
-API_TOKEN = "cluster-api-token"
-
-
-@pytest.fixture
-def start_node(tmp_path: Path) -> Iterator[Callable[..., ChatServer]]:
-    """``start_node(redis_url, prefix)``: a chat process of the cluster (same secret key for all)."""
-    servers: list[ChatServer] = []
-    secret = secrets.token_hex(32)
-
-    def start(redis_url: str, prefix: str, **env: object) -> ChatServer:
-        directory = tmp_path / f"node-{len(servers) + 1}"
-        directory.mkdir()
-        server = launch_chat(
-            directory,
-            CHAT_REDIS_URL=redis_url,
-            CHAT_REDIS_PREFIX=prefix,
-            CHAT_SECRET_KEY=secret,
-            CHAT_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            CHAT_API_TOKEN=API_TOKEN,
-            **env,
-        )
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def admin(node: ChatServer, path: str, body: object | None = None) -> tuple[int, Any]:

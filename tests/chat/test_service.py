@@ -19,8 +19,7 @@ from app.chat.broker import LocalBroker
 from app.chat.events import Outgoing
 from app.chat.service import ChatService
 from app.chat.sqlite_history import SQLiteHistory
-
-from ..conftest import scaled
+from tests.support.timeouts import scaled
 
 
 class RecordingMember:

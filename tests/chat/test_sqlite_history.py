@@ -22,7 +22,7 @@ import pytest
 from app.chat import sqlite_history as history_module
 from app.chat.sqlite_history import SQLiteHistory
 from app.chat.store import HistoryError, StoredMessage
-from tests.conftest import scaled
+from tests.support.timeouts import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -101,3 +101,8 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+#: The admin password and push token of the cluster nodes the tests start (``start_node``).
+ADMIN_PASSWORD = "cluster-admin-password"
+API_TOKEN = "cluster-api-token"
