@@ -80,6 +80,9 @@ class AccountStore(Protocol):
     def get(self, key: str) -> Account | None:
         """The account whose key is ``key``, or None."""
 
+    def generation(self, key: str) -> int | None:
+        """The account's generation (None: no such account); asked on every handshake, so cheap."""
+
     def create(self, account: Account) -> bool:
         """Store a new account; False if its name (key) is taken."""
 
@@ -149,14 +152,13 @@ class Accounts:
         self.store.clear_failures(f"name:{key}")
         return account
 
-    def owner(self, nick: str) -> Account | None:
-        """The account that owns ``nick``, if it is registered."""
-        return self.store.get(account_key(nick))
+    def registered(self, nick: str) -> bool:
+        """Whether an account owns ``nick``."""
+        return self.store.generation(account_key(nick)) is not None
 
     def current(self, key: str, generation: int) -> bool:
         """Whether a token of ``generation`` for the account ``key`` still holds."""
-        account = self.store.get(key)
-        return account is not None and account.generation == generation
+        return self.store.generation(key) == generation
 
     def sign_out_everywhere(self, key: str) -> int:
         """Revoke every token and cookie of the account: its new generation."""

@@ -37,6 +37,10 @@ class RedisAccounts:
     def close(self) -> None:
         pass  # the link is the history's to close
 
+    def generation(self, key: str) -> int | None:
+        generation = self._call(self.link.client.hget, self.link.key("account", key), "generation")
+        return None if generation is None else int(generation)
+
     def get(self, key: str) -> Account | None:
         fields = self._call(self.link.client.hgetall, self.link.key("account", key))
         if not fields:

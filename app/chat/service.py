@@ -159,7 +159,7 @@ class ChatService:
                     return ChatError("unauthorized", "signed out: sign in again")
             elif not self.accounts.guests:
                 return ChatError("guests_disabled", "sign in to chat: guests are not allowed here")
-            elif self.accounts.owner(identity.nick) is not None:
+            elif self.accounts.registered(identity.nick):
                 return ChatError("nick_registered", f"{identity.nick!r} is registered: sign in to use it")
         if self.nick_taken(identity):
             return ChatError("nick_taken", f"{identity.nick!r} is in use by someone else")

@@ -56,7 +56,9 @@ class SQLiteAccounts:
     """Accounts in the history's SQLite file (table ``accounts``), on a thread of their own.
 
     Reads are cached in memory: this process is the only writer, so the
-    cache is the table.
+    cache is the table. Every account's generation is in memory from the
+    start, so the checks on every handshake (is this nick registered? is
+    this token's generation current?) never wait for the database.
     """
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time) -> None:
@@ -64,12 +66,14 @@ class SQLiteAccounts:
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPool | None = None
         self._cache: dict[str, Account | None] = {}
+        self._generations: dict[str, int] = {}
         self._failures = _Failures(clock)
         self._write = Semaphore()
 
     def open(self) -> None:
         self._pool = ThreadPool(1)
         self._conn = self._pool.apply(_open_accounts, (self.path,))
+        self._generations = dict(self._run("SELECT key, generation FROM accounts", ()))
 
     def close(self) -> None:
         if self._pool is not None and self._conn is not None:
@@ -84,6 +88,11 @@ class SQLiteAccounts:
         assert self._pool is not None
         rows: list[tuple[Any, ...]] = self._pool.apply(_execute, (self._conn, sql, params))
         return rows
+
+    def generation(self, key: str) -> int | None:
+        if self._conn is None:
+            self.open()
+        return self._generations.get(key)
 
     def get(self, key: str) -> Account | None:
         if key in self._cache:
@@ -105,6 +114,7 @@ class SQLiteAccounts:
             )
             if rows:
                 self._cache[key] = account
+                self._generations[key] = account.generation
             return bool(rows)
 
     def bump_generation(self, key: str) -> int:
@@ -113,7 +123,10 @@ class SQLiteAccounts:
                 "UPDATE accounts SET generation = generation + 1 WHERE key = ? RETURNING generation", (key,)
             )
             self._cache.pop(key, None)
-            return int(rows[0][0]) if rows else 0
+            if not rows:
+                return 0
+            self._generations[key] = int(rows[0][0])
+            return int(rows[0][0])
 
     def record_failure(self, key: str, window: int) -> tuple[int, float]:
         return self._failures.record(key, window)
