@@ -108,7 +108,7 @@ from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
 from .protocol import Ref
-from .store import ONCE_SECONDS, Duplicate, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
+from .store import ONCE_SECONDS, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
 
 __all__ = ["SQLiteHistory"]
 
@@ -197,6 +197,8 @@ class _Pending:
     seq: int
     #: Whether it took one of the ``max_pending`` slots (a submit from a callback may not).
     holds_slot: bool
+    #: Sent once (with a ref): its retries wait for it (see RecentSends).
+    once: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,16 +386,9 @@ class SQLiteHistory:
         ``on_stored`` gets the original, as a :class:`~app.chat.store.Duplicate`.
         """
         self._check_open()
-        if once and ref is not None:
-            key = (room, nick, ref)
-            if not self._recent.claim(key, on_stored):
-                return 0
-            first = on_stored
-
-            def on_stored(result: StoredMessage | Duplicate | HistoryError) -> None:
-                self._recent.settle(key, result if not isinstance(result, Duplicate) else result.message)
-                first(result)
-
+        once = once and ref is not None
+        if once and not self._recent.claim((room, nick, ref), on_stored):  # type: ignore[arg-type]
+            return 0
         holds_slot = self._take_slot()
         if self._state is not _State.OPEN:  # closed while waiting for a slot
             if holds_slot:
@@ -402,7 +397,7 @@ class SQLiteHistory:
         message_id = self._last_ids.get(room, 0) + 1
         self._last_ids[room] = message_id
         message = StoredMessage(room, message_id, nick, text, ts, ref)
-        self._queue.append(_Pending(message, on_stored, self._next_seq, holds_slot))
+        self._queue.append(_Pending(message, on_stored, self._next_seq, holds_slot, once))
         self._next_seq += 1
         self._queued.set()
         return message_id
@@ -497,6 +492,8 @@ class SQLiteHistory:
             self._commits += 1
             for pending in batch:
                 message = pending.message
+                if pending.once:  # its retries, if any, get it too
+                    self._recent.settle((message.room, message.nick, message.ref), message)  # type: ignore[arg-type]
                 _notify(pending, message)
                 self._remember(message)
         else:
@@ -576,6 +573,9 @@ class SQLiteHistory:
         for pending in [*batch, *behind]:
             error = HistoryError(f"message {pending.message.room}#{pending.message.id} not stored: {failure.error}")
             error.__cause__ = failure.error
+            if pending.once:
+                message = pending.message
+                self._recent.settle((message.room, message.nick, message.ref), error)  # type: ignore[arg-type]
             _notify(pending, error)
 
     # -- the tail cache ------------------------------------------------------

@@ -85,6 +85,10 @@ class HistoryError(Exception):
 OnStored = Callable[[StoredMessage | Duplicate | HistoryError], None]
 
 
+#: The (shared, never appended to) waiters of a send nobody retried yet: no list made per message.
+_NO_WAITERS: list[OnStored] = []
+
+
 class RecentSends:
     """The messages sent with a ``ref`` in the last :data:`ONCE_SECONDS`, by (room, nick, ref).
 
@@ -105,16 +109,18 @@ class RecentSends:
 
         False: a retry, answered through ``on_stored`` (now, or once the first is stored).
         """
-        now = self._clock()
-        if now >= self._next_sweep:
-            self._entries = {k: entry for k, entry in self._entries.items() if entry[0] > now}
-            self._next_sweep = now + 10.0
         entry = self._entries.get(key)
+        now = self._clock()
         if entry is None or entry[0] <= now:
-            self._entries[key] = (now + ONCE_SECONDS, None, [])
+            if now >= self._next_sweep:
+                self._entries = {k: entry for k, entry in self._entries.items() if entry[0] > now}
+                self._next_sweep = now + 10.0
+            self._entries[key] = (now + ONCE_SECONDS, None, _NO_WAITERS)
             return True
         if entry[1] is not None:
             on_stored(Duplicate(entry[1]))
+        elif entry[2] is _NO_WAITERS:
+            self._entries[key] = (entry[0], None, [on_stored])
         else:
             entry[2].append(on_stored)
         return False
@@ -125,7 +131,7 @@ class RecentSends:
         if entry is None:
             return
         if isinstance(result, StoredMessage):
-            self._entries[key] = (entry[0], result, [])
+            self._entries[key] = (entry[0], result, _NO_WAITERS)
             for waiting in entry[2]:
                 waiting(Duplicate(result))
         else:
@@ -136,7 +142,7 @@ class RecentSends:
     def remember(self, message: StoredMessage, ts_seconds: float) -> None:
         """A message stored before this process started (read back at open), sent at ``ts_seconds``."""
         if message.ref is not None:
-            self._entries[(message.room, message.nick, message.ref)] = (ts_seconds + ONCE_SECONDS, message, [])
+            self._entries[(message.room, message.nick, message.ref)] = (ts_seconds + ONCE_SECONDS, message, _NO_WAITERS)
 
 
 class HistoryUnavailable(HistoryError):
