@@ -11,6 +11,8 @@
 //   #messages             the shown room's log: li.msg[data-id][data-from] (.from, time, .text),
 //                         li.system for system messages; li.msg.mention: a message naming you (@nick)
 //   #typing               who else is typing in the shown room
+//   #search-form (#search), #search-status, #search-results li.result[data-room][data-id]
+//                         (.room, .from, .text): GET /api/search, best match first
 //   .unread.mention[data-mentions]  a room's unread badge, when some of them name you
 //   #members li[data-nick]        the shown room's members; #member-count
 //   #composer textarea (#composer-text), #send   Enter sends, Shift+Enter is a new line
@@ -174,6 +176,10 @@ class ChatApp {
       send: document.getElementById("send"),
       errors: document.getElementById("errors"),
       typing: document.getElementById("typing"),
+      searchForm: document.getElementById("search-form"),
+      search: document.getElementById("search"),
+      searchStatus: document.getElementById("search-status"),
+      searchResults: document.getElementById("search-results"),
     };
     this.typingTimer = null;
   }
@@ -216,6 +222,10 @@ class ChatApp {
     });
     window.addEventListener("online", () => this.retryNow());
     this.el.text.addEventListener("input", () => this.sayTyping());
+    this.el.searchForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.search(this.el.search.value.trim());
+    });
   }
 
   // -- the connection ----------------------------------------------------------------------------
@@ -669,6 +679,45 @@ class ChatApp {
     }
     line.append(head, element("p", "text", String(message.text ?? "")));
     return line;
+  }
+
+  /** Search the history (GET /api/search) and list what matches under the form. */
+  async search(query) {
+    const status = this.el.searchStatus;
+    this.el.searchResults.replaceChildren();
+    if (!query) {
+      status.hidden = true;
+      return;
+    }
+    status.hidden = false;
+    status.textContent = "Searching…";
+    let body;
+    try {
+      const response = await fetch(`/api/search?q=${encodeURIComponent(query)}`, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      body = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        status.textContent = body.message || `The search failed (HTTP ${response.status}).`;
+        return;
+      }
+    } catch {
+      status.textContent = "Could not reach the server.";
+      return;
+    }
+    const results = Array.isArray(body.results) ? body.results : [];
+    status.textContent = results.length ? `${results.length} found` : "Nothing found.";
+    for (const message of results) {
+      const item = element("li", "result");
+      item.dataset.room = String(message.room ?? "");
+      item.dataset.id = String(message.id ?? "");
+      const head = element("div", "meta");
+      head.append(element("span", "room", `#${message.room}`), element("span", "from", String(message.from ?? "")));
+      item.append(head, element("p", "text", String(message.text ?? "")));
+      if (this.rooms.has(message.room)) item.addEventListener("click", () => this.activate(message.room));
+      this.el.searchResults.append(item);
+    }
   }
 
   /** Tell the shown room this tab is typing: at most once every TYPING_EVERY_MS. */

@@ -6,6 +6,7 @@ from app.config import Settings
 
 from .accounts import Accounts
 from .broker import Broker, LocalBroker
+from .search import NoSearch, Search, SQLiteSearch
 from .service import ChatService
 from .sqlite_accounts import SQLiteAccounts
 from .sqlite_history import SQLiteHistory
@@ -23,11 +24,12 @@ def build_service(settings: Settings) -> ChatService:
     until :meth:`ChatService.start`.
     """
 
-    def service(history: History, broker: Broker, accounts: Accounts) -> ChatService:
+    def service(history: History, broker: Broker, accounts: Accounts, search: Search) -> ChatService:
         return ChatService(
             history,
             broker,
             accounts=accounts,
+            search=search,
             max_text=settings.max_text,
             max_rooms=settings.max_rooms,
             message_rate=settings.message_rate,
@@ -41,7 +43,8 @@ def build_service(settings: Settings) -> ChatService:
         from .redis_link import RedisLink
 
         link = RedisLink(settings.redis_url, settings.redis_prefix)
-        return service(RedisHistory(link), RedisBroker(link), Accounts(RedisAccounts(link), guests=settings.guests))
+        accounts = Accounts(RedisAccounts(link), guests=settings.guests)
+        return service(RedisHistory(link), RedisBroker(link), accounts, NoSearch())
     history = SQLiteHistory(settings.db, synchronous=settings.db_synchronous)
     accounts = Accounts(SQLiteAccounts(settings.db), guests=settings.guests)
-    return service(history, LocalBroker(), accounts)
+    return service(history, LocalBroker(), accounts, SQLiteSearch(settings.db, history.acked_ids))

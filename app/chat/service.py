@@ -50,6 +50,7 @@ from .protocol import (
     parse_command,
 )
 from .rooms import Client, Member, Rooms
+from .search import NoSearch, Search
 from .store import Duplicate, History, HistoryError, HistoryUnavailable, Replay, StoredMessage
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
@@ -85,6 +86,7 @@ class ChatService:
         broker: Broker,
         *,
         accounts: Accounts | None = None,
+        search: Search | None = None,
         max_text: int = 4000,
         max_rooms: int = 0,
         message_rate: float = 0.0,
@@ -94,6 +96,7 @@ class ChatService:
         self.broker = broker
         #: Registered names; None: everyone is a guest (a service built without them, in tests).
         self.accounts = accounts
+        self.search_index: Search = search or NoSearch()
         self.max_text = max_text
         #: Rooms one client may be in at once (0: no limit).
         self.max_rooms = max_rooms
@@ -116,11 +119,13 @@ class ChatService:
         self.history.open()
         if self.accounts is not None:
             self.accounts.open()
+        self.search_index.open()
         self.broker.start(self._deliver, self._run_command, self._catch_up)
 
     def close(self) -> None:
         """Stop delivering, then commit every accepted message."""
         self.broker.close()
+        self.search_index.close()
         if self.accounts is not None:
             self.accounts.close()
         self.history.close()
@@ -487,6 +492,10 @@ class ChatService:
 
     def _describe(self, client: Client) -> dict[str, Any]:
         return {**client.member.describe(), "node": self.broker.node or None, "rooms": sorted(client.rooms)}
+
+    def search(self, query: str, room: str | None = None, limit: int = 50) -> list[StoredMessage]:
+        """The messages matching ``query`` in the rooms one may read (every room: none is private yet)."""
+        return self.search_index.search(query, None if room is None else [room], limit)
 
     def epoch(self, room: str) -> str:
         """The epoch the room's ids are numbered under now (docs/protocol.md §4.1)."""

@@ -655,6 +655,10 @@ class SQLiteHistory:
             return Replay(self._epoch, last, self.recent(room, limit))
         return Replay(self._epoch, last, self.since(room, max(since, last - limit), limit))
 
+    def acked_ids(self) -> dict[str, int]:
+        """Each room's last acknowledged id (a copy): what the search index may catch up on."""
+        return dict(self._acked)
+
     def room_names(self) -> list[str]:
         """The rooms that have history (ids given), sorted."""
         return sorted(self._last_ids)

@@ -28,6 +28,7 @@ from .sessions import ws_base
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_HISTORY_PAGE = 1000
+MAX_SEARCH_RESULTS = 200
 
 
 def error(status: int, code: str, message: str) -> ResponseReturnValue:
@@ -171,6 +172,20 @@ def _int_arg(name: str, default: int | None, maximum: int | None = None) -> int 
     if maximum is not None and not 1 <= value <= maximum:
         raise ChatError("invalid_query", f"{name} must be between 1 and {maximum}")
     return value
+
+
+@bp.get("/search")
+def search() -> ResponseReturnValue:
+    """Full-text search of the history (docs/protocol.md §6), for a browser session that chats."""
+    if not session.get("nick"):
+        raise ChatError("unauthorized", "pick a nick or sign in first")
+    room = request.args.get("room") or None
+    if room is not None:
+        check_room(room)
+    limit = _int_arg("limit", 50, MAX_SEARCH_RESULTS)
+    assert limit is not None
+    found = chat().search(request.args.get("q", ""), room, limit)
+    return jsonify(query=request.args.get("q", ""), results=[events.message_fields(m) for m in found])
 
 
 @bp.get("/rooms/<room>/messages")

@@ -463,3 +463,23 @@ def test_pages_send_a_csp_that_blocks_inline_script(chat: ChatServer, new_page: 
     )
     assert blocked.startswith("script-src")
     assert page.evaluate("() => window.inlineRan") is None
+
+
+def test_searching_the_history_lists_the_matching_messages(chat: ChatServer, new_page: NewPage) -> None:
+    room, alice = fresh_room(), fresh_nick("alice")
+    page = enter(new_page(), chat, alice, room)
+    for text in ("the deploy finished", "lunch at noon", "deployed again"):
+        say(page, text)
+    page.fill("#search", "deplo")
+    results = page.locator("#search-results li.result")
+    deadline = time.monotonic() + scaled(10)
+    while results.count() < 2:  # indexed within a second or so: search again until both are there
+        assert time.monotonic() < deadline, page.locator("#search-status").text_content()
+        page.click("#search-form button")
+        page.wait_for_timeout(300)
+    expect(results).to_have_count(2)
+    assert sorted(results.locator(".text").all_text_contents()) == ["deployed again", "the deploy finished"]
+    expect(results.first.locator(".room")).to_have_text(f"#{room}")
+    page.fill("#search", "?!")
+    page.click("#search-form button")
+    expect(page.locator("#search-status")).to_have_text("search for at least one word", timeout=WAIT_MS)

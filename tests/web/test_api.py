@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -14,6 +15,7 @@ from app.chat.service import ChatService
 from app.config import Settings
 from app.web.sessions import websocket_authenticator
 from app.ws import Request
+from tests.support.timeouts import scaled
 
 
 @pytest.fixture
@@ -99,3 +101,30 @@ def test_history_of_an_unknown_room_is_empty(app: Flask) -> None:
     body = response.get_json()
     assert (body["room"], body["messages"]) == ("nowhere", [])
     assert isinstance(body["epoch"], str) and body["epoch"], "the epoch its ids will be numbered under"
+
+
+def test_search_finds_stored_messages_for_a_session_and_refuses_bad_queries(app: Flask) -> None:
+    chat: ChatService = app.extensions["chat"]
+    for room, text in [("ops", "the deploy finished"), ("lobby", "deploy tomorrow?"), ("lobby", "lunch")]:
+        chat.post(room, text, "ci")
+    client = app.test_client()
+    assert client.get("/api/search?q=deploy").status_code == 401, "pick a nick first"
+    client.post("/api/session", json={"nick": "searcher"})
+    deadline = time.monotonic() + scaled(10)
+    while True:  # indexed within a second or so
+        response = client.get("/api/search?q=deploy")
+        assert response.status_code == 200, response.get_json()
+        if len(response.get_json()["results"]) == 2:
+            break
+        assert time.monotonic() < deadline, response.get_json()
+        time.sleep(0.2)
+    results = response.get_json()["results"]
+    assert {(m["room"], m["text"], m["from"]) for m in results} == {
+        ("ops", "the deploy finished", "ci"),
+        ("lobby", "deploy tomorrow?", "ci"),
+    }
+    only = client.get("/api/search?q=deploy&room=ops").get_json()["results"]
+    assert [m["text"] for m in only] == ["the deploy finished"]
+    for query, code in [("", "invalid_query"), ("q=%3F%3F", "invalid_query"), ("q=x&room=bad%20room", "invalid_room")]:
+        response = client.get(f"/api/search?{query}" if "=" in query else "/api/search")
+        assert (response.status_code, response.get_json()["error"]) == (400, code)

@@ -1,0 +1,211 @@
+"""Full-text search in the history: SQLite's FTS5, kept off the hot path.
+
+Messages are not indexed as they are committed (an FTS5 insert costs tens of
+µs, and inline commits run on the hub): an *indexer* greenlet, once a
+second, asks the history which rooms have new acknowledged messages and
+indexes them on a thread of its own, with its own connection, in one short
+transaction per pass. A message is found at most :data:`INDEX_EVERY`
+seconds after it was sent. The index (``messages_fts``, and ``fts_indexed``:
+each room's last indexed id) lives in the history's database file, so it
+survives restarts and catches up on what was stored while it was away.
+
+A query is words: each is matched as a whole word or its start (``deplo``
+finds ``deployed``), without case or accents, all of them in one message;
+FTS5's own syntax is not exposed (quotes, ``OR``, ``NEAR`` … are plain text).
+Results come best match first, then newest.
+
+With Redis (``CHAT_REDIS_URL``) there is no index: :class:`NoSearch`
+refuses, and docs/protocol.md §6 says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import gevent
+from gevent.lock import Semaphore
+from gevent.threadpool import ThreadPool
+
+from .protocol import ChatError
+from .store import StoredMessage
+
+__all__ = ["MAX_QUERY", "NoSearch", "SQLiteSearch", "Search", "fts_query"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two passes of the indexer; rows indexed per room and pass.
+INDEX_EVERY = 1.0
+INDEX_BATCH = 5000
+MAX_QUERY = 200
+MAX_WORDS = 16
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
+    "text, room UNINDEXED, id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')",
+    "CREATE TABLE IF NOT EXISTS fts_indexed (room TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+)
+COLUMNS = (
+    "m.room, m.id, m.nick, m.text, m.ts, CASE typeof(m.ref) WHEN 'blob' THEN CAST(m.ref AS INTEGER) ELSE m.ref END"
+)
+
+
+class Search(Protocol):
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+        """The messages matching ``query`` (in ``rooms``, or every room), best first; ``ChatError`` if refused."""
+
+
+def fts_query(query: str) -> str:
+    """``query``'s words as an FTS5 query: each a quoted prefix (``"deplo"*``), all of them required."""
+    if len(query) > MAX_QUERY:
+        raise ChatError("invalid_query", f"a search is at most {MAX_QUERY} characters")
+    words = _WORD.findall(query)[:MAX_WORDS]
+    if not words:
+        raise ChatError("invalid_query", "search for at least one word")
+    return " ".join(f'"{word}"*' for word in words)
+
+
+class SQLiteSearch:
+    """FTS5 over the SQLite history; see the module docstring."""
+
+    def __init__(self, path: str, acked: Callable[[], dict[str, int]]) -> None:
+        self.path = path
+        #: Each room's last acknowledged id, from the history: what there is to index.
+        self._acked = acked
+        self._pool: ThreadPool | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._indexed: dict[str, int] = {}
+        self._indexer: gevent.Greenlet | None = None
+        self._indexing = Semaphore()  # one pass at a time: each reads what the last one indexed
+
+    def open(self) -> None:
+        self._pool = ThreadPool(1)
+        self._conn, self._indexed = self._pool.apply(_open, (self.path,))
+        self._indexer = gevent.spawn(self._index_loop)
+
+    def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.kill()
+            self._indexer = None
+        if self._pool is not None:
+            if self._conn is not None:
+                self._pool.apply(self._conn.close)
+            self._pool.kill()
+        self._pool = self._conn = None
+
+    def _index_loop(self) -> None:
+        while True:
+            try:
+                self.index_pending()
+            except sqlite3.Error as exc:  # locked for long, disk full …: the next pass tries again
+                log.warning("search: indexing failed: %s", exc)
+            gevent.sleep(INDEX_EVERY)
+
+    def index_pending(self) -> int:
+        """Index what was acknowledged since the last pass; how many messages."""
+        with self._indexing:
+            return self._index_pending()
+
+    def _index_pending(self) -> int:
+        behind = {
+            room: self._indexed.get(room, 0)
+            for room, last in self._acked().items()
+            if last > self._indexed.get(room, 0)
+        }
+        if not behind or self._pool is None:
+            return 0
+        done: dict[str, int] = self._pool.apply(_index, (self._conn, behind))
+        self._indexed.update(done)
+        return sum(done[room] - behind[room] for room in done)
+
+    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+        match = fts_query(query)
+        if self._pool is None:
+            raise ChatError("unavailable", "search is not open")
+        names = None if rooms is None else sorted(set(rooms))
+        if names == []:
+            return []
+        rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit))
+        return [StoredMessage._make(row) for row in rows]
+
+
+class NoSearch:
+    """No index (the Redis store): every search is refused with ``unsupported`` (501)."""
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+        raise ChatError(
+            "unsupported", "search needs the embedded SQLite store: it is off with CHAT_REDIS_URL", status=501
+        )
+
+
+# -- on the search thread ---------------------------------------------------------------
+
+
+def _open(path: str) -> tuple[sqlite3.Connection, dict[str, int]]:
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    try:
+        for statement in SCHEMA:
+            conn.execute(statement)
+        indexed = dict(conn.execute("SELECT room, last_id FROM fts_indexed").fetchall())
+    except BaseException:
+        conn.close()
+        raise
+    return conn, indexed
+
+
+def _index(conn: sqlite3.Connection, behind: dict[str, int]) -> dict[str, int]:
+    """Index each room's messages after its indexed id, in one transaction; each room's new indexed id."""
+    done: dict[str, int] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for room, after in behind.items():
+            rows = conn.execute(
+                "SELECT id, text FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
+                (room, after, INDEX_BATCH),
+            ).fetchall()
+            if not rows:
+                continue
+            conn.executemany(
+                "INSERT INTO messages_fts (text, room, id) VALUES (?, ?, ?)", [(t, room, i) for i, t in rows]
+            )
+            done[room] = rows[-1][0]
+        conn.executemany(
+            "INSERT INTO fts_indexed (room, last_id) VALUES (?, ?) "
+            "ON CONFLICT (room) DO UPDATE SET last_id = excluded.last_id",
+            list(done.items()),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def _search(conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit: int) -> list[tuple[Any, ...]]:
+    where = "messages_fts MATCH ?"
+    params: list[Any] = [match]
+    if rooms is not None:
+        where += f" AND f.room IN ({', '.join('?' * len(rooms))})"
+        params += rooms
+    sql = (
+        f"SELECT {COLUMNS} FROM messages_fts AS f JOIN messages AS m ON m.room = f.room AND m.id = f.id "
+        f"WHERE {where} ORDER BY f.rank, m.ts DESC LIMIT ?"
+    )
+    try:
+        return conn.execute(sql, [*params, limit]).fetchall()
+    except sqlite3.OperationalError as exc:  # a query FTS5 refuses after all
+        raise ChatError("invalid_query", f"cannot search for that: {exc}") from exc

@@ -1,0 +1,117 @@
+"""Full-text search (app/chat/search.py) over a real SQLite history: words, prefixes, rooms, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.chat.protocol import ChatError
+from app.chat.search import NoSearch, SQLiteSearch, fts_query
+from app.chat.sqlite_history import SQLiteHistory
+from app.chat.store import HistoryError, StoredMessage
+
+
+def store(history: SQLiteHistory, room: str, nick: str, text: str) -> None:
+    def stored(result: object) -> None:
+        assert not isinstance(result, HistoryError), result
+
+    history.submit(room, nick, text, 1_700_000_000_000, None, stored)
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Iterator[SQLiteHistory]:
+    history = SQLiteHistory(str(tmp_path / "chat.db"))
+    history.open()
+    yield history
+    history.close()
+
+
+@pytest.fixture
+def search(history: SQLiteHistory) -> Iterator[SQLiteSearch]:
+    search = SQLiteSearch(history.path, history.acked_ids)
+    search.open()
+    yield search
+    search.close()
+
+
+def texts(found: list[StoredMessage]) -> list[str]:
+    return [m.text for m in found]
+
+
+def test_messages_are_found_by_their_words_whole_or_started_without_case_or_accents(
+    history: SQLiteHistory, search: SQLiteSearch
+) -> None:
+    for text in ["the deploy finished", "Déploiement terminé", "lunch?", "deployed again, all green"]:
+        store(history, "ops", "ci", text)
+    history.flush()
+    assert search.index_pending() == 4
+    assert set(texts(search.search("deploy", None, 10))) == {"the deploy finished", "deployed again, all green"}
+    assert texts(search.search("DEPLOIEMENT", None, 10)) == ["Déploiement terminé"]
+    assert texts(search.search("green deploy", None, 10)) == ["deployed again, all green"], "every word, in one message"
+    assert search.search("dinner", None, 10) == []
+    (found,) = search.search("lunch", None, 10)
+    assert (found.room, found.id, found.nick) == ("ops", 3, "ci")
+
+
+def test_a_search_keeps_to_the_rooms_asked_for(history: SQLiteHistory, search: SQLiteSearch) -> None:
+    store(history, "a", "ann", "shared word")
+    store(history, "b", "bob", "shared word")
+    history.flush()
+    search.index_pending()
+    assert [m.room for m in search.search("shared", ["b"], 10)] == ["b"]
+    assert sorted(m.room for m in search.search("shared", None, 10)) == ["a", "b"]
+    assert search.search("shared", [], 10) == []
+
+
+@pytest.mark.parametrize("query", ['"OR" NEAR(a b', "a* OR b", "col:text", "'; DROP TABLE messages; --"])
+def test_fts_syntax_in_a_query_is_plain_text(history: SQLiteHistory, search: SQLiteSearch, query: str) -> None:
+    store(history, "a", "ann", "a b text DROP table or near col")
+    history.flush()
+    search.index_pending()
+    assert isinstance(search.search(query, None, 10), list)  # no error, nothing run but a match
+
+
+@pytest.mark.parametrize("query", ["", "   ", "?!", "x" * 201])
+def test_a_query_without_words_or_too_long_is_refused(search: SQLiteSearch, query: str) -> None:
+    with pytest.raises(ChatError) as refused:
+        search.search(query, None, 10)
+    assert (refused.value.code, refused.value.status) == ("invalid_query", 400)
+
+
+def test_the_index_survives_a_restart_and_catches_up_on_what_was_stored_meanwhile(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    history = SQLiteHistory(path)
+    history.open()
+    search = SQLiteSearch(path, history.acked_ids)
+    search.open()
+    store(history, "a", "ann", "before the restart")
+    history.flush()
+    search.index_pending()
+    search.close()
+    store(history, "a", "ann", "while the index was away")
+    history.flush()
+    history.close()
+
+    history = SQLiteHistory(path)
+    history.open()
+    search = SQLiteSearch(path, history.acked_ids)
+    search.open()
+    try:
+        assert search.index_pending() == 1, "only what it had not indexed"
+        assert texts(search.search("restart", None, 10)) == ["before the restart"]
+        assert texts(search.search("away", None, 10)) == ["while the index was away"]
+    finally:
+        search.close()
+        history.close()
+
+
+def test_with_redis_search_is_refused_as_unsupported_with_501() -> None:
+    with pytest.raises(ChatError) as refused:
+        NoSearch().search("anything", None, 10)
+    assert (refused.value.code, refused.value.status) == ("unsupported", 501)
+
+
+def test_a_query_becomes_quoted_prefixes() -> None:
+    assert fts_query('deploy "now" OR x') == '"deploy"* "now"* "OR"* "x"*'
