@@ -3,11 +3,16 @@
 Messages are not indexed as they are committed (an FTS5 insert costs tens of
 µs, and inline commits run on the hub): an *indexer* greenlet, once a
 second, asks the history which rooms have new acknowledged messages and
-indexes them on a thread of its own, with its own connection, in one short
-transaction per pass. A message is found at most :data:`INDEX_EVERY`
-seconds after it was sent. The index (``messages_fts``, and ``fts_indexed``:
-each room's last indexed id) lives in the history's database file, so it
-survives restarts and catches up on what was stored while it was away.
+indexes them on a thread of its own, with its own connection. A message is
+found at most about :data:`INDEX_EVERY` seconds after it was sent.
+
+The index is a database file of its own beside the history's
+(``chat.db`` → ``chat.search.db``: ``messages_fts``, the messages' words and
+fields, and ``fts_indexed``, each room's last indexed id), with the
+history's attached read-only: indexing only *reads* the history (a WAL
+reader, which never blocks its writer), so the history's commits never wait
+for the index's. It survives restarts, catches up on what was stored while
+it was away, and can be deleted at any time (it is rebuilt).
 
 A query is words: each is matched as a whole word or its start (``deplo``
 finds ``deployed``), without case or accents, all of them in one message;
@@ -20,10 +25,13 @@ refuses, and docs/protocol.md §6 says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 import gevent
@@ -45,13 +53,21 @@ MAX_WORDS = 16
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 SCHEMA = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
-    "text, room UNINDEXED, id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, room UNINDEXED, id UNINDEXED, "
+    "nick UNINDEXED, ts UNINDEXED, ref UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')",
     "CREATE TABLE IF NOT EXISTS fts_indexed (room TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
 )
-COLUMNS = (
-    "m.room, m.id, m.nick, m.text, m.ts, CASE typeof(m.ref) WHEN 'blob' THEN CAST(m.ref AS INTEGER) ELSE m.ref END"
+#: A history row as the index keeps it: the ref as JSON (a string or an integer, see sqlite_history's SCHEMA).
+SELECT_NEW = (
+    "SELECT id, text, nick, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS INTEGER) ELSE ref END "
+    "FROM history.messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?"
 )
+
+
+def index_path(history_path: str) -> str:
+    """Where the index of the history at ``history_path`` lives: ``chat.db`` -> ``chat.search.db``."""
+    path = Path(history_path)
+    return str(path.with_name(f"{path.stem}.search{path.suffix or '.db'}"))
 
 
 class Search(Protocol):
@@ -76,8 +92,9 @@ def fts_query(query: str) -> str:
 class SQLiteSearch:
     """FTS5 over the SQLite history; see the module docstring."""
 
-    def __init__(self, path: str, acked: Callable[[], dict[str, int]]) -> None:
-        self.path = path
+    def __init__(self, history_path: str, acked: Callable[[], dict[str, int]]) -> None:
+        self.history_path = history_path
+        self.path = index_path(history_path)
         #: Each room's last acknowledged id, from the history: what there is to index.
         self._acked = acked
         self._pool: ThreadPool | None = None
@@ -88,7 +105,7 @@ class SQLiteSearch:
 
     def open(self) -> None:
         self._pool = ThreadPool(1)
-        self._conn, self._indexed = self._pool.apply(_open, (self.path,))
+        self._conn, self._indexed = self._pool.apply(_open, (self.path, self.history_path))
         self._indexer = gevent.spawn(self._index_loop)
 
     def close(self) -> None:
@@ -134,7 +151,7 @@ class SQLiteSearch:
         if names == []:
             return []
         rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit))
-        return [StoredMessage._make(row) for row in rows]
+        return [StoredMessage(room, id_, nick, text, ts, json.loads(ref)) for room, id_, nick, text, ts, ref in rows]
 
 
 class NoSearch:
@@ -155,11 +172,17 @@ class NoSearch:
 # -- on the search thread ---------------------------------------------------------------
 
 
-def _open(path: str) -> tuple[sqlite3.Connection, dict[str, int]]:
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+def _open(path: str, history_path: str) -> tuple[sqlite3.Connection, dict[str, int]]:
+    # Opened as a URI, so that the history's URI below is one too (read-only), whatever the build's default.
+    uri = "file:" + urllib.parse.quote(str(Path(path).resolve()))
+    conn = sqlite3.connect(uri, timeout=5.0, isolation_level=None, check_same_thread=False, uri=True)
     try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # an index: rebuilt if a power cut loses its last pass
         for statement in SCHEMA:
             conn.execute(statement)
+        history_uri = "file:" + urllib.parse.quote(str(Path(history_path).resolve())) + "?mode=ro"
+        conn.execute("ATTACH DATABASE ? AS history", (history_uri,))
         indexed = dict(conn.execute("SELECT room, last_id FROM fts_indexed").fetchall())
     except BaseException:
         conn.close()
@@ -173,14 +196,12 @@ def _index(conn: sqlite3.Connection, behind: dict[str, int]) -> dict[str, int]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for room, after in behind.items():
-            rows = conn.execute(
-                "SELECT id, text FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
-                (room, after, INDEX_BATCH),
-            ).fetchall()
+            rows = conn.execute(SELECT_NEW, (room, after, INDEX_BATCH)).fetchall()
             if not rows:
                 continue
             conn.executemany(
-                "INSERT INTO messages_fts (text, room, id) VALUES (?, ?, ?)", [(t, room, i) for i, t in rows]
+                "INSERT INTO messages_fts (text, room, id, nick, ts, ref) VALUES (?, ?, ?, ?, ?, ?)",
+                [(text, room, id_, nick, ts, json.dumps(ref)) for id_, text, nick, ts, ref in rows],
             )
             done[room] = rows[-1][0]
         conn.executemany(
@@ -199,12 +220,9 @@ def _search(conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit
     where = "messages_fts MATCH ?"
     params: list[Any] = [match]
     if rooms is not None:
-        where += f" AND f.room IN ({', '.join('?' * len(rooms))})"
+        where += f" AND room IN ({', '.join('?' * len(rooms))})"
         params += rooms
-    sql = (
-        f"SELECT {COLUMNS} FROM messages_fts AS f JOIN messages AS m ON m.room = f.room AND m.id = f.id "
-        f"WHERE {where} ORDER BY f.rank, m.ts DESC LIMIT ?"
-    )
+    sql = f"SELECT room, id, nick, text, ts, ref FROM messages_fts WHERE {where} ORDER BY rank, ts DESC LIMIT ?"
     try:
         return conn.execute(sql, [*params, limit]).fetchall()
     except sqlite3.OperationalError as exc:  # a query FTS5 refuses after all

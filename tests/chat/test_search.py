@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def test_the_index_survives_a_restart_and_catches_up_on_what_was_stored_meanwhil
     finally:
         search.close()
         history.close()
+    # The index is a file of its own: the history's file is only read, so its commits never wait for the index.
+    assert (tmp_path / "chat.search.db").exists()
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith(("messages_fts", "fts_")) for name in tables), tables
 
 
 def test_with_redis_search_is_refused_as_unsupported_with_501() -> None:
