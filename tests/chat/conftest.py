@@ -13,14 +13,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
 
-from tests.support.clients import Message, connect
+from tests.support.clients import Message, clients_of
 from tests.support.gunicorn import ChatServer, launch_chat
-from tests.support.names import fresh_nick
 from tests.support.redis import ADMIN_PASSWORD, API_TOKEN, RedisServer, shared_prefix
 
 
@@ -59,16 +57,8 @@ def chat(chat_server: ChatServer) -> ChatServer:
 @pytest.fixture
 def client(chat: ChatServer) -> Iterator[Callable[..., tuple[ClientConnection, Message]]]:
     """``client(nick=None, **options)``: a connected client of the module's chat, closed at the end."""
-    opened: list[ClientConnection] = []
-
-    def make(nick: str | None = None, **options: Any) -> tuple[ClientConnection, Message]:
-        ws, hello = connect(chat, nick or fresh_nick(), **options)
-        opened.append(ws)
-        return ws, hello
-
-    yield make
-    for ws in opened:
-        ws.close()
+    with clients_of(chat) as make:
+        yield make
 
 
 @pytest.fixture

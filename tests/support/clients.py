@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
@@ -17,6 +18,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.support.http import Endpoints, session
+from tests.support.names import fresh_nick
 from tests.support.timeouts import scaled
 
 Message = dict[str, Any]
@@ -124,6 +126,23 @@ def is_presence(room: str, nick: str, event: str) -> Callable[[Message], bool]:
     return lambda m: (
         m.get("type") == "presence" and m.get("room") == room and m.get("nick") == nick and m.get("event") == event
     )
+
+
+@contextmanager
+def clients_of(chat: Endpoints) -> Iterator[Callable[..., tuple[ClientConnection, Message]]]:
+    """``make(nick=None, **options)``: connected clients of ``chat`` (fresh nicks by default), closed on exit."""
+    opened: list[ClientConnection] = []
+
+    def make(nick: str | None = None, **options: Any) -> tuple[ClientConnection, Message]:
+        ws, hello = connect(chat, nick or fresh_nick(), **options)
+        opened.append(ws)
+        return ws, hello
+
+    try:
+        yield make
+    finally:
+        for ws in opened:
+            ws.close()
 
 
 def connect_to(node: Endpoints, nick: str) -> tuple[Any, dict[str, Any]]:
