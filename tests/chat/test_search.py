@@ -14,11 +14,11 @@ from app.chat.sqlite_history import SQLiteHistory
 from app.chat.store import HistoryError, StoredMessage
 
 
-def store(history: SQLiteHistory, room: str, nick: str, text: str) -> None:
+def store(history: SQLiteHistory, room: str, nick: str, text: str, ref: str | int | None = None) -> None:
     def stored(result: object) -> None:
         assert not isinstance(result, HistoryError), result
 
-    history.submit(room, nick, text, 1_700_000_000_000, None, stored)
+    history.submit(room, nick, text, 1_700_000_000_000, ref, stored)
 
 
 @pytest.fixture
@@ -54,6 +54,21 @@ def test_messages_are_found_by_their_words_whole_or_started_without_case_or_acce
     assert search.search("dinner", None, 10) == []
     (found,) = search.search("lunch", None, 10)
     assert (found.room, found.id, found.nick) == ("ops", 3, "ci")
+
+
+def test_a_result_is_the_message_as_stored_its_ref_string_or_integer(
+    history: SQLiteHistory, search: SQLiteSearch
+) -> None:
+    for ref in ("r-1", 42, None):
+        store(history, "a", "ann", f"findable {ref}", ref)
+    history.flush()
+    search.index_pending()
+    found = sorted(search.search("findable", None, 10), key=lambda m: m.id)
+    assert [(m.id, m.nick, m.text, m.ts, m.ref) for m in found] == [
+        (1, "ann", "findable r-1", 1_700_000_000_000, "r-1"),
+        (2, "ann", "findable 42", 1_700_000_000_000, 42),
+        (3, "ann", "findable None", 1_700_000_000_000, None),
+    ]
 
 
 def test_a_search_keeps_to_the_rooms_asked_for(history: SQLiteHistory, search: SQLiteSearch) -> None:
