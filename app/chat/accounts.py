@@ -45,6 +45,9 @@ MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 FAILURE_LIMIT = 5
 ADDRESS_FAILURE_LIMIT = 20
 FAILURE_WINDOW = 15 * 60
+#: Registration attempts allowed from one address within REGISTRATION_WINDOW seconds.
+REGISTRATIONS_PER_ADDRESS = 10
+REGISTRATION_WINDOW = 60 * 60
 
 
 @functools.cache
@@ -120,11 +123,21 @@ class Accounts:
 
     # -- the rules ----------------------------------------------------------------
 
-    def register(self, name: object, password: object) -> Account:
-        """A new account; ``ChatError``: ``invalid_nick``, ``invalid_password``, ``name_taken``."""
+    def register(self, name: object, password: object, address: str = "") -> Account:
+        """A new account; ``ChatError``: ``invalid_nick``, ``invalid_password``, ``name_taken``, ``too_many_attempts``.
+
+        At most :data:`REGISTRATIONS_PER_ADDRESS` attempts from one address per
+        :data:`REGISTRATION_WINDOW` seconds: each hash costs 80 ms of CPU, and
+        names are not to be squatted by the thousand.
+        """
         name = check_nick(name, "name")
         password = _check_password(password)
         key = account_key(name)
+        counter = f"register:{address}"
+        count, left = self.store.failures(counter)
+        if count >= REGISTRATIONS_PER_ADDRESS:
+            raise _too_many(left, "too many accounts registered from here: try again later")
+        self.store.record_failure(counter, REGISTRATION_WINDOW)
         if self.store.get(key) is not None:
             raise ChatError("name_taken", f"{name!r} is registered already")
         account = Account(name, self._hash(password), int(self._clock() * 1000))
@@ -186,6 +199,5 @@ def _check_password(password: object) -> str:
     return password
 
 
-def _too_many(seconds_left: float) -> ChatError:
-    retry_after = max(1, int(seconds_left) + 1)
-    return ChatError("too_many_attempts", "too many failed sign-ins: try again later", retry_after=retry_after)
+def _too_many(seconds_left: float, message: str = "too many failed sign-ins: try again later") -> ChatError:
+    return ChatError("too_many_attempts", message, retry_after=max(1, int(seconds_left) + 1))

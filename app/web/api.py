@@ -116,7 +116,7 @@ def register() -> ResponseReturnValue:
     name = check_nick(data.get("name"), "name")
     if chat().nick_taken(Identity(name, "")):  # a guest chats under it now: not taken from under them
         raise ChatError("nick_taken", f"{name!r} is in use right now")
-    account = accounts().register(name, data.get("password"))
+    account = accounts().register(name, data.get("password"), request.remote_addr or "")
     return welcome(Identity.of_account(account.name, account_key(account.name), account.generation), 201)
 
 

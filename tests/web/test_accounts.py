@@ -101,6 +101,15 @@ def test_bad_registrations_are_refused_with_their_code(
     assert (response.status_code, response.get_json()["error"]) == (status, code)
 
 
+def test_registrations_from_one_address_are_limited_to_10_an_hour_then_429(app: Flask) -> None:
+    for i in range(10):
+        assert register(app.test_client(), f"user{i}")[0] == 201
+    response = app.test_client().post("/api/accounts", json={"name": "user10", "password": PASSWORD})
+    assert (response.status_code, response.get_json()["error"]) == (429, "too_many_attempts")
+    assert 1 <= int(response.headers["Retry-After"]) <= 3600
+    assert login(app.test_client(), "user3")[0] == 200, "signing in is not what is limited"
+
+
 def test_a_name_is_registered_once_whatever_its_case(app: Flask) -> None:
     assert register(app.test_client(), "alice")[0] == 201
     status, body = register(app.test_client(), "ALICE", "another password")
