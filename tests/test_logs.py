@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 
 from app.logs import TEXT_FORMAT, AccessJsonFormatter, _TextFormatter, gunicorn_logconfig
 from tests.support.gunicorn import launch_chat, server_environment
-from tests.support.processes import REPO_ROOT, end_tree, free_port, wait_for_output
-from tests.support.timeouts import scaled
-from tests.support.user import use_the_chat
+from tests.support.processes import REPO_ROOT, free_port
+from tests.support.user import run_wsgi_and_use_it, use_the_chat
 
 
 def record_at(created: float) -> logging.LogRecord:
@@ -100,25 +98,9 @@ def test_with_json_every_line_the_development_server_writes_is_a_json_object(tmp
         CHAT_HTTP_BIND=f"127.0.0.1:{http_port}",
         CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
     )
-    log_path = tmp_path / "wsgi.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "wsgi.py"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_output(log_path, rf"chat: web app on http://127\.0\.0\.1:{http_port}/", server, scaled(30))
-        use_the_chat(f"http://127.0.0.1:{http_port}")
-        server.send_signal(signal.SIGTERM)
-        status = server.wait(timeout=scaled(15))
-    finally:
-        end_tree(server, scaled(15))
-    output = log_path.read_text()
+    status, output = run_wsgi_and_use_it(
+        Path(sys.executable), REPO_ROOT, env, tmp_path / "wsgi.log", http_port, signal.SIGTERM, 15
+    )
     entries = []
     for line in filter(str.strip, output.splitlines()):
         try:

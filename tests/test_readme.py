@@ -35,7 +35,7 @@ from tests.support.processes import (
     wait_for_output,
 )
 from tests.support.timeouts import scaled
-from tests.support.user import use_the_chat
+from tests.support.user import run_wsgi_and_use_it, use_the_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,25 +151,9 @@ def test_the_readme_development_server_runs_from_the_fresh_venv_and_stops_cleanl
         CHAT_WS_BIND=f"127.0.0.1:{ws_port}",
         CHAT_DB=str(tmp_path / "chat.db"),
     )
-    log_path = tmp_path / "wsgi.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [str(python), "wsgi.py"],
-            cwd=fresh_copy,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_output(log_path, rf"chat: web app on http://127\.0\.0\.1:{http_port}/", server, scaled(30))
-        use_the_chat(f"http://127.0.0.1:{http_port}")
-        server.send_signal(stop_signal)
-        status = server.wait(timeout=scaled(STOP_TIME))
-    finally:
-        end_tree(server, scaled(STOP_TIME))
-    output = log_path.read_text(errors="replace")
+    status, output = run_wsgi_and_use_it(
+        python, fresh_copy, env, tmp_path / "wsgi.log", http_port, stop_signal, STOP_TIME
+    )
     assert status == 0, output
     assert_clean(output)
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import connect as ws_connect
 
+from tests.support.processes import end_tree, wait_for_output
 from tests.support.timeouts import scaled
 
 
@@ -54,3 +57,30 @@ def use_the_chat(http_base: str) -> None:
         ws.send(json.dumps({"type": "say", "room": "lobby", "text": "hi", "ref": "r1"}))
         message = _recv(ws, "message")
         assert (message["type"], message["text"], message["ref"]) == ("message", "hi", "r1"), message
+
+
+def run_wsgi_and_use_it(
+    python: Path, cwd: Path, env: dict[str, str], log_path: Path, http_port: int, stop_signal: int, stop_time: float
+) -> tuple[int | None, str]:
+    """``python wsgi.py`` in ``cwd``: wait for it, :func:`use_the_chat`, stop it with ``stop_signal``.
+
+    Returns its exit status and everything it wrote; the process tree is ended either way.
+    """
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [str(python), "wsgi.py"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_output(log_path, rf"chat: web app on http://127\.0\.0\.1:{http_port}/", server, scaled(30))
+        use_the_chat(f"http://127.0.0.1:{http_port}")
+        server.send_signal(stop_signal)
+        status: int | None = server.wait(timeout=scaled(stop_time))
+    finally:
+        end_tree(server, scaled(stop_time))
+    return status, log_path.read_text(errors="replace")
