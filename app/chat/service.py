@@ -34,6 +34,7 @@ from . import events
 from .accounts import Accounts
 from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
+from .directory import Directory
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
 from .protocol import (
@@ -86,6 +87,7 @@ class ChatService:
         broker: Broker,
         *,
         accounts: Accounts | None = None,
+        directory: Directory | None = None,
         search: Search | None = None,
         max_text: int = 4000,
         max_rooms: int = 0,
@@ -96,6 +98,8 @@ class ChatService:
         self.broker = broker
         #: Registered names; None: everyone is a guest (a service built without them, in tests).
         self.accounts = accounts
+        #: Owned and private rooms' settings; None: every room is public and ownerless (tests).
+        self.directory = directory
         self.search_index: Search = search or NoSearch()
         self.max_text = max_text
         #: Rooms one client may be in at once (0: no limit).
@@ -119,6 +123,8 @@ class ChatService:
         self.history.open()
         if self.accounts is not None:
             self.accounts.open()
+        if self.directory is not None:
+            self.directory.open()
         self.search_index.open()
         self.broker.start(self._deliver, self._run_command, self._catch_up)
 
@@ -126,6 +132,8 @@ class ChatService:
         """Stop delivering, then commit every accepted message."""
         self.broker.close()
         self.search_index.close()
+        if self.directory is not None:
+            self.directory.close()
         if self.accounts is not None:
             self.accounts.close()
         self.history.close()
