@@ -155,10 +155,10 @@ class ChatService:
         """Stop delivering, then commit every accepted message."""
         self.broker.close()
         self.search_index.close()
-        if self.accounts is not None:
-            self.accounts.close()
         if self.directory is not None:
             self.directory.close()
+        if self.accounts is not None:
+            self.accounts.close()
         self.history.close()
 
     # -- members ---------------------------------------------------------------
