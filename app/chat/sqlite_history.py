@@ -191,10 +191,18 @@ INSERT = (
 )
 #: An amendment's rewrite of its original: only if it still is the version the amendment was checked against.
 REWRITE = "UPDATE messages SET text = ?, meta = ? WHERE room = ? AND id = ? AND kind IS NULL AND meta IS ?"
-COLUMNS = (
-    "room, id, nick, text, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS INTEGER) ELSE ref END, "
-    "author, kind, target, meta"
-)
+
+
+def history_columns(table: str = "") -> str:
+    """The columns of a :class:`StoredMessage`, in its order (of ``table``, when given), the ref as stored."""
+    t = f"{table}." if table else ""
+    return (
+        f"{t}room, {t}id, {t}nick, {t}text, {t}ts, CASE typeof({t}ref) WHEN 'blob' THEN CAST({t}ref AS INTEGER) "
+        f"ELSE {t}ref END, {t}author, {t}kind, {t}target, {t}meta"
+    )
+
+
+COLUMNS = history_columns()
 SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDER BY id DESC LIMIT ?"
 SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
 SELECT_IDS = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? AND id IN (SELECT value FROM json_each(?))"
