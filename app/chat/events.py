@@ -238,12 +238,11 @@ def joined(
     left out.
     """
     head = compact_json({"type": "joined", "room": room, "members": members, "epoch": replay.epoch})
-    if targets is None:
-        targets = {}
+    found = targets or {}
     history = ",".join(
-        message_json(stored) if stored.kind is None else update_json(stored, targets[stored.target])
+        message_json(stored) if stored.kind is None else update_json(stored, found[stored.target])  # type: ignore[index]
         for stored in replay.messages
-        if stored.kind is None or stored.target in targets
+        if stored.kind is None or stored.target in found
     )
     more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
     return Outgoing(f'{head[:-1]},"history":[{history}]{more}}}'.encode())
