@@ -1,9 +1,10 @@
 """Every event the server sends a client (docs/protocol.md §4), each with its one encoder.
 
 Nothing else in the project builds event JSON: the chat service, the
-brokers and the stores call these functions, and the Redis store script
-only completes the ``message`` JSON that :func:`message_json_around_id`
-laid out (it puts the id in). Each returns an :class:`Outgoing`, the event
+brokers and the stores call these functions, and the Redis store and amend
+scripts only complete the ``message`` and ``update`` JSON that
+:func:`message_json_around_id` and :func:`update_json_around_id` laid out
+(they put the id in). Each returns an :class:`Outgoing`, the event
 encoded once as UTF-8, so a broadcast serializes it once for a whole room.
 
 ``message`` is on the hot path (once per message stored, and per message
