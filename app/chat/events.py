@@ -167,6 +167,8 @@ def update_json_around_id(entry: StoredMessage, target: StoredMessage) -> tuple[
     reaction = _reaction(entry)
     if reaction:
         tail += f",{compact_json(reaction)[1:-1]}"
+    if entry.ref is not None:  # the ref of the request that made it: the requester's answer, as a say's message
+        tail += f',"ref":{json_ref(entry.ref)}'
     return head, tail + "}"
 
 
@@ -188,6 +190,8 @@ def update_fields(entry: StoredMessage, target: StoredMessage) -> dict[str, Any]
         "message": message_fields(target),
     }
     event.update(_reaction(entry))
+    if entry.ref is not None:
+        event["ref"] = entry.ref
     return event
 
 

@@ -44,7 +44,7 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-from .protocol import ChatError
+from .protocol import PRIVATE_PREFIXES, ChatError
 from .sqlite_history import history_columns
 from .store import StoredMessage
 
@@ -107,8 +107,14 @@ class Search(Protocol):
 
     def close(self) -> None: ...
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
-        """The messages matching ``query`` (in ``rooms``, or every room), best first; ``ChatError`` if refused."""
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
+        """The messages matching ``query``, best first; ``ChatError`` if refused.
+
+        In ``rooms``; or (None) in every public room and the ``private`` ones
+        (the private rooms and conversations the asker is a member of).
+        """
 
 
 def fts_query(query: str) -> str:
@@ -177,14 +183,17 @@ class SQLiteSearch:
             indexed[room] = upto
         return sum(upto - after for after, upto in todo.values())
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
         match = fts_query(query)
         if self._pool is None:
             raise ChatError("unavailable", "search is not open")
         names = None if rooms is None else sorted(set(rooms))
         if names == []:
             return []
-        rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit))
+        allowed = sorted(set(private))
+        rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit, allowed))
         return list(map(StoredMessage._make, rows))
 
 
@@ -197,7 +206,9 @@ class NoSearch:
     def close(self) -> None:
         pass
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
         raise ChatError(
             "unsupported", "search needs the embedded SQLite store: it is off with CHAT_REDIS_URL", status=501
         )
@@ -249,12 +260,19 @@ def _index(conn: sqlite3.Connection, todo: dict[str, tuple[int, int]]) -> None:
         raise
 
 
-def _search(conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit: int) -> list[tuple[Any, ...]]:
+def _search(
+    conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit: int, private: list[str]
+) -> list[tuple[Any, ...]]:
     where = f"messages_fts MATCH ? AND {_SHOWN}"
     params: list[Any] = [match]
     if rooms is not None:
         where += f" AND f.room IN ({', '.join('?' * len(rooms))})"
         params += rooms
+    else:  # every public room (names the server never gives a private room), and the asker's private ones
+        public = " AND ".join(f"substr(f.room, 1, {len(prefix)}) != ?" for prefix in PRIVATE_PREFIXES)
+        mine = f" OR f.room IN ({', '.join('?' * len(private))})" if private else ""
+        where += f" AND (({public}){mine})"
+        params += [*PRIVATE_PREFIXES, *private]
     # Each found message as the history has it now (its meta too), a deletion not yet indexed left out.
     sql = (
         f"SELECT {history_columns('m')} FROM messages_fts AS f "
