@@ -717,7 +717,8 @@ class ChatApp {
     if (!room && this.pendingDm && Array.isArray(event.dm) && event.dm.some((n) => this.sameName(n, this.pendingDm.to))) {
       room = this.adoptDm(event.room);
     } else if (!room && this.pendingCreates.size && event.owner && this.sameName(event.owner, this.nick)) {
-      const [ref] = this.pendingCreates;
+      // The answer to a `create`: by its ref, or else the oldest one waiting.
+      const ref = this.pendingCreates.has(event.ref) ? event.ref : this.pendingCreates.values().next().value;
       this.pendingCreates.delete(ref);
       setDismissed(event.room, false);
       this.joinRoom(event.room);

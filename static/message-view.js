@@ -85,7 +85,7 @@ function renderReactions(reactions, me) {
   for (const [emoji, who] of Object.entries(reactions)) {
     if (!Array.isArray(who) || !who.length) continue;
     const names = who.map(String);
-    const mine = names.includes(me);
+    const mine = names.some((name) => name.toLowerCase() === me.toLowerCase()); // account names have no case
     const chip = button(mine ? "reaction mine" : "reaction", `${emoji} ${names.length}`);
     chip.dataset.emoji = emoji;
     chip.title = names.join(", ");
