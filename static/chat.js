@@ -129,14 +129,14 @@ function privateName(name) {
   return name.startsWith("p.") || name.startsWith("dm.");
 }
 
-/** "9 more minutes": how long a mute lasts still, rounded up. */
+/** "9 more minutes": how long a mute lasts still (seconds rounded up, larger units to the nearest). */
 function duration(seconds) {
   const s = Math.max(1, Math.ceil(seconds));
   const plural = (n, unit) => `${n} more ${unit}${n === 1 ? "" : "s"}`;
   if (s < 60) return plural(s, "second");
-  if (s < 2 * 3600) return plural(Math.ceil(s / 60), "minute");
-  if (s < 2 * 86400) return plural(Math.ceil(s / 3600), "hour");
-  return plural(Math.ceil(s / 86400), "day");
+  if (s < 2 * 3600) return plural(Math.round(s / 60), "minute");
+  if (s < 2 * 86400) return plural(Math.round(s / 3600), "hour");
+  return plural(Math.round(s / 86400), "day");
 }
 
 /** An entry of a `joined` history or an HTTP page that is an `update`, not a message. */
