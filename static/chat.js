@@ -996,6 +996,12 @@ class ChatApp {
     item.append(button);
     room.item = item;
     room.log.addEventListener("click", (event) => this.onLogClick(room, event));
+    room.log.addEventListener("keydown", (event) => {
+      const line = event.target.closest?.("li.msg");
+      if (event.key !== "Escape" || !event.target.closest(".picker") || !line) return;
+      togglePicker(line); // Escape closes the emoji picker, back to its button
+      line.querySelector("button.react-add")?.focus();
+    });
     this.el.roomsList.append(item);
     this.renderRoomLabel(room);
     return room;
