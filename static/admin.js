@@ -109,7 +109,7 @@ function fillClientRow(row, client, now) {
     nick: client.nick,
     addr: client.addr ?? "",
     user_agent: client.user_agent ?? "",
-    rooms: (client.rooms || []).join(", "),
+    rooms: [...(client.rooms || []), ...(client.private_rooms ? [`+${client.private_rooms} private`] : [])].join(", "),
     connected: client.connected_at ? `${duration(now - client.connected_at)} ago` : "",
     msgs: `${client.msgs_in ?? 0} / ${client.msgs_out ?? 0}`,
     bytes: `${bytes(client.bytes_in)} / ${bytes(client.bytes_out)}`,
@@ -204,6 +204,18 @@ function messageRate(count) {
   return ((count - previous.count) / ((now - previous.at) / 1000)).toFixed(1);
 }
 
+function renderModeration(actions) {
+  fillTable("moderation", actions, (action) => [
+    [clock(action.ts / 1000)],
+    [action.room],
+    [action.actor],
+    [action.action],
+    [action.target],
+    [action.detail],
+  ]);
+  $("no-moderation").hidden = actions.length > 0;
+}
+
 function renderBans(bans) {
   const now = Date.now() / 1000;
   fillTable("bans", bans, (ban) => [[ban.nick], [clock(ban.until)], [duration(ban.until - now), "num"]]);
@@ -213,10 +225,16 @@ function renderBans(bans) {
 // -- polling -------------------------------------------------------------------------------------
 
 async function load() {
-  const [clients, rooms, bans] = await Promise.all([call("/clients"), call("/rooms"), call("/bans")]);
+  const [clients, rooms, bans, moderation] = await Promise.all([
+    call("/clients"),
+    call("/rooms"),
+    call("/bans"),
+    call("/moderation"),
+  ]);
   renderClients(clients.clients);
   renderRooms(rooms.rooms, rooms.totals);
   renderBans(bans.bans);
+  renderModeration(moderation.actions);
 }
 
 let loading = null;

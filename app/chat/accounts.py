@@ -165,6 +165,11 @@ class Accounts:
         self.store.clear_failures(f"name:{key}")
         return account
 
+    def name_of(self, nick: str) -> str | None:
+        """The registered name (as its owner wrote it) that ``nick`` is, in any case; None if nobody owns it."""
+        account = self.store.get(account_key(nick))
+        return account.name if account is not None else None
+
     def registered(self, nick: str) -> bool:
         """Whether an account owns ``nick``."""
         return self.store.generation(account_key(nick)) is not None

@@ -28,6 +28,7 @@ __all__ = [
     "compact_json",
     "error",
     "hello",
+    "invited",
     "joined",
     "json_ref",
     "json_string",
@@ -37,7 +38,9 @@ __all__ = [
     "message_json",
     "message_json_around_id",
     "presence",
+    "removed",
     "reset",
+    "room",
     "rooms",
     "system",
     "typing",
@@ -154,11 +157,14 @@ def rooms(listing: Iterable[dict[str, Any]]) -> Outgoing:
     return Outgoing.of({"type": "rooms", "rooms": list(listing)})
 
 
-def error(code: str, text: str, ref: str | int | None = None) -> Outgoing:
-    """A refused request: its code (docs/protocol.md §5), a human message, and its ``ref`` when it had one."""
+def error(code: str, text: str, ref: str | int | None = None, wait: int = 0) -> Outgoing:
+    """A refused request: its code (docs/protocol.md §5), a human message, its ``ref`` when it had one,
+    and when a later try may succeed (``muted``, slow mode) the seconds to ``wait``."""
     event: dict[str, Any] = {"type": "error", "code": code, "message": text}
     if ref is not None:
         event["ref"] = ref
+    if wait:
+        event["wait"] = wait
     return Outgoing.of(event)
 
 
@@ -178,3 +184,29 @@ def typing(room: str, nick: str) -> Outgoing:
 def reset(room: str, epoch: str) -> Outgoing:
     """The room's history restarted: ids count from 1 again under ``epoch`` (docs/protocol.md §4.1)."""
     return Outgoing.of({"type": "reset", "room": room, "epoch": epoch})
+
+
+# -- owned and private rooms (docs/protocol.md §3.1, §3.3) ------------------------------
+
+
+def room(description: dict[str, Any], ref: str | int | None = None) -> Outgoing:
+    """A room's settings, as :meth:`app.chat.roomrules.RoomRules.describe` gives them."""
+    event: dict[str, Any] = {"type": "room", **description}
+    if ref is not None:
+        event["ref"] = ref
+    return Outgoing.of(event)
+
+
+def invited(room: str, by: str, title: str = "", dm: bool = False) -> Outgoing:
+    """You were made a member of a private room (or someone wrote to you first: ``dm``)."""
+    event: dict[str, Any] = {"type": "invited", "room": room, "by": by}
+    if title:
+        event["title"] = title
+    if dm:
+        event["dm"] = True
+    return Outgoing.of(event)
+
+
+def removed(room: str, by: str) -> Outgoing:
+    """You are no longer a member of a private room: your connection left it."""
+    return Outgoing.of({"type": "removed", "room": room, "by": by})

@@ -18,17 +18,32 @@ from typing import Any
 
 __all__ = [
     "HTTP_STATUS",
+    "PRIVATE_PREFIXES",
     "ROOM_NAME",
     "ChatError",
+    "Create",
+    "Delete",
+    "DirectMessage",
+    "Edit",
+    "Info",
+    "Invite",
     "Join",
     "Leave",
     "ListRooms",
+    "Moderator",
+    "Mute",
+    "React",
     "Ref",
+    "Remove",
     "Say",
+    "Slow",
     "Typing",
+    "check_emoji",
     "check_nick",
     "check_room",
     "check_text",
+    "check_title",
+    "is_private",
     "parse_command",
     "valid_nick",
     "valid_ref",
@@ -41,6 +56,14 @@ MAX_REF_LENGTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 MAX_NICK_LENGTH = 32
 MAX_EPOCH_LENGTH = 64
+MAX_TITLE_LENGTH = 64
+MAX_EMOJI_LENGTH = 16
+#: The longest mute, and the slowest slow mode, a moderator may set (seconds).
+MAX_MUTE_SECONDS = 30 * 24 * 3600
+MAX_SLOW_SECONDS = 3600
+#: Names of private rooms (``p.<hex>``, named by the server) and direct conversations (``dm.<hex>``):
+#: never created by joining, so that a room one may not see cannot be told from one that does not exist.
+PRIVATE_PREFIXES = ("p.", "dm.")
 
 #: A client's correlation id: a string (at most 64 characters) or an integer
 #: (JSON-RPC ids and Socket.IO ack ids are integers); sent back as it came.
@@ -62,6 +85,12 @@ HTTP_STATUS = {
     "invalid_password": 400,
     "guests_disabled": 403,
     "unauthorized": 401,
+    "forbidden": 403,
+    "account_required": 403,
+    "muted": 403,
+    "unknown_user": 404,
+    "room_exists": 409,
+    "invalid_emoji": 400,
     "bad_credentials": 401,
     "banned": 403,
     "cross_site": 403,
@@ -110,6 +139,11 @@ def valid_nick(nick: object) -> bool:
 def valid_room(room: object) -> bool:
     """Room names match ``^[\\w.-]{1,64}$``."""
     return isinstance(room, str) and ROOM_NAME.match(room) is not None
+
+
+def is_private(room: str) -> bool:
+    """Whether ``room`` names a private room or a direct conversation (docs/protocol.md §3.1)."""
+    return room.startswith(PRIVATE_PREFIXES)
 
 
 def valid_ref(ref: object) -> bool:
@@ -182,13 +216,202 @@ class Typing:
     ref: Ref | None = None
 
 
-Command = Join | Say | Leave | ListRooms | Typing
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Create a room one owns: public and named (``room``), or private (the server names it)."""
+
+    room: str | None
+    private: bool = False
+    title: str = ""
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    room: str
+    nick: str
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    room: str
+    nick: str
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessage:
+    """A message to one account, in the private room of the two (created by the first one)."""
+
+    to: str
+    text: str
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    room: str
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    room: str
+    id: int
+    text: str
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    room: str
+    id: int
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    room: str
+    id: int
+    emoji: str
+    on: bool = True
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moderator:
+    room: str
+    nick: str
+    on: bool = True
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    room: str
+    nick: str
+    seconds: int
+    ref: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Slow:
+    room: str
+    seconds: int
+    ref: Ref | None = None
+
+
+Command = (
+    Join
+    | Say
+    | Leave
+    | ListRooms
+    | Typing
+    | Create
+    | Invite
+    | Remove
+    | DirectMessage
+    | Info
+    | Edit
+    | Delete
+    | React
+    | Moderator
+    | Mute
+    | Slow
+)
 
 
 def _required(obj: dict[str, Any], field: str, ref: Ref | None) -> Any:
     if field not in obj:
         raise ChatError("missing_field", f"{field} is required", ref)
     return obj[field]
+
+
+def _nick_field(obj: dict[str, Any], field: str, ref: Ref | None) -> str:
+    nick = _required(obj, field, ref)
+    if not valid_nick(nick):
+        raise ChatError("invalid_field", f"{field} must be a nick: 1-32 printable characters", ref)
+    assert isinstance(nick, str)
+    return nick
+
+
+def _message_id(obj: dict[str, Any], ref: Ref | None) -> int:
+    message_id = _required(obj, "id", ref)
+    if type(message_id) is not int or message_id < 1:
+        raise ChatError("invalid_field", "id must be a message's id: a positive integer", ref)
+    return message_id
+
+
+def _flag(obj: dict[str, Any], field: str, ref: Ref | None, default: bool = True) -> bool:
+    value = obj.get(field, default)
+    if type(value) is not bool:
+        raise ChatError("invalid_field", f"{field} must be true or false", ref)
+    return value
+
+
+def _seconds(obj: dict[str, Any], maximum: int, ref: Ref | None) -> int:
+    seconds = _required(obj, "seconds", ref)
+    if type(seconds) is not int or not 0 <= seconds <= maximum:
+        raise ChatError("invalid_field", f"seconds must be an integer from 0 to {maximum}", ref)
+    return seconds
+
+
+def check_emoji(emoji: object, ref: Ref | None = None) -> str:
+    """1-16 characters, none of them a space, a letter, a digit or a control character."""
+    if (
+        not isinstance(emoji, str)
+        or not 1 <= len(emoji) <= MAX_EMOJI_LENGTH
+        or any(c.isspace() or c.isalnum() or (not c.isprintable() and c not in "\u200d\ufe0f") for c in emoji)
+    ):
+        raise ChatError(
+            "invalid_emoji", f"emoji must be 1-{MAX_EMOJI_LENGTH} characters: no spaces, letters or digits", ref
+        )
+    return emoji
+
+
+def check_title(title: object, ref: Ref | None = None) -> str:
+    """A room's title: up to 64 printable characters (may be empty)."""
+    if not isinstance(title, str) or len(title) > MAX_TITLE_LENGTH or not title.isprintable():
+        raise ChatError("invalid_field", f"title must be at most {MAX_TITLE_LENGTH} printable characters", ref)
+    return title.strip()
+
+
+def _parse_more(kind: object, obj: dict[str, Any], ref: Ref | None, max_text: int) -> Command | None:
+    """Rooms one owns, private rooms, the message lifecycle and moderation (docs/protocol.md §3.1-3.3)."""
+    if kind == "create":
+        private = _flag(obj, "private", ref, default=False)
+        title = check_title(obj.get("title", ""), ref)
+        if private:
+            return Create(None, True, title, ref)
+        return Create(check_room(_required(obj, "room", ref), ref), False, title, ref)
+    if kind in ("invite", "remove"):
+        room = check_room(_required(obj, "room", ref), ref)
+        return (Invite if kind == "invite" else Remove)(room, _nick_field(obj, "nick", ref), ref)
+    if kind == "dm":
+        to = _nick_field(obj, "to", ref)
+        return DirectMessage(to, check_text(_required(obj, "text", ref), max_text, ref), ref)
+    if kind == "info":
+        return Info(check_room(_required(obj, "room", ref), ref), ref)
+    if kind == "edit":
+        room = check_room(_required(obj, "room", ref), ref)
+        message_id = _message_id(obj, ref)
+        return Edit(room, message_id, check_text(_required(obj, "text", ref), max_text, ref), ref)
+    if kind == "delete":
+        return Delete(check_room(_required(obj, "room", ref), ref), _message_id(obj, ref), ref)
+    if kind == "react":
+        room = check_room(_required(obj, "room", ref), ref)
+        message_id = _message_id(obj, ref)
+        return React(room, message_id, check_emoji(_required(obj, "emoji", ref), ref), _flag(obj, "on", ref), ref)
+    if kind == "moderator":
+        room = check_room(_required(obj, "room", ref), ref)
+        return Moderator(room, _nick_field(obj, "nick", ref), _flag(obj, "on", ref), ref)
+    if kind == "mute":
+        room = check_room(_required(obj, "room", ref), ref)
+        return Mute(room, _nick_field(obj, "nick", ref), _seconds(obj, MAX_MUTE_SECONDS, ref), ref)
+    if kind == "slow":
+        return Slow(check_room(_required(obj, "room", ref), ref), _seconds(obj, MAX_SLOW_SECONDS, ref), ref)
+    return None
 
 
 def parse_command(text: str, *, max_text: int = 4000) -> Command:
@@ -224,6 +447,9 @@ def parse_command(text: str, *, max_text: int = 4000) -> Command:
         return ListRooms(ref)
     if kind == "typing":
         return Typing(check_room(_required(obj, "room", ref), ref), ref)
+    command = _parse_more(kind, obj, ref, max_text)
+    if command is not None:
+        return command
     if kind is None:
         raise ChatError("unknown_type", "type is required", ref)
     raise ChatError("unknown_type", f"unknown type {str(kind)[:32]!r}", ref)

@@ -20,38 +20,58 @@ delivered; a ``since`` of another epoch gets a ``joined`` with ``reset``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import math
+import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 
 from app import metrics
 
-from . import events
-from .accounts import Accounts
+from . import events, lifecycle
+from .accounts import Accounts, account_key
 from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
+from .directory import Directory, ModAction, RoomSettings
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
 from .protocol import (
     ChatError,
+    Create,
+    Delete,
+    DirectMessage,
+    Edit,
+    Info,
+    Invite,
     Join,
     Leave,
     ListRooms,
+    Moderator,
+    Mute,
+    React,
     Ref,
+    Remove,
     Say,
+    Slow,
     Typing,
     check_nick,
     check_room,
     check_text,
+    is_private,
     parse_command,
 )
+from .roomrules import RoomRules, absent, account_name
 from .rooms import Client, Member, Rooms
 from .search import NoSearch, Search
-from .store import Duplicate, History, HistoryError, HistoryUnavailable, Replay, StoredMessage
+from .store import Conflict, Duplicate, History, HistoryError, HistoryUnavailable, Replay, StoredMessage
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
 
@@ -71,6 +91,8 @@ POLICY_VIOLATION = 1008
 STORE_TIMEOUT = 10.0
 #: Seconds between two ``typing`` events of one nick in one room: more often, they are dropped.
 TYPING_EVERY = 3.0
+#: Tries of an edit, deletion or reaction whose message another process changed meanwhile.
+AMEND_TRIES = 5
 
 
 class ChatService:
@@ -86,6 +108,7 @@ class ChatService:
         broker: Broker,
         *,
         accounts: Accounts | None = None,
+        directory: Directory | None = None,
         search: Search | None = None,
         max_text: int = 4000,
         max_rooms: int = 0,
@@ -96,6 +119,10 @@ class ChatService:
         self.broker = broker
         #: Registered names; None: everyone is a guest (a service built without them, in tests).
         self.accounts = accounts
+        #: Owned and private rooms' settings; None: every room is public and nobody's (a service built without).
+        self.directory = directory
+        self.rules = RoomRules(directory)
+        self._amending = _KeyedLocks()
         self.search_index: Search = search or NoSearch()
         self.max_text = max_text
         #: Rooms one client may be in at once (0: no limit).
@@ -119,6 +146,8 @@ class ChatService:
         self.history.open()
         if self.accounts is not None:
             self.accounts.open()
+        if self.directory is not None:
+            self.directory.open()
         self.search_index.open()
         self.broker.start(self._deliver, self._run_command, self._catch_up)
 
@@ -126,6 +155,8 @@ class ChatService:
         """Stop delivering, then commit every accepted message."""
         self.broker.close()
         self.search_index.close()
+        if self.directory is not None:
+            self.directory.close()
         if self.accounts is not None:
             self.accounts.close()
         self.history.close()
@@ -194,11 +225,16 @@ class ChatService:
             elif isinstance(command, Leave):
                 self._leave(member, command)
             elif isinstance(command, ListRooms):
-                member.send(events.rooms(self.room_list()))
+                member.send(events.rooms(self.room_list(account_name(member))))
             elif isinstance(command, Typing):
                 self._typing(member, command)
+            else:
+                self._handle_more(member, command)
         except ChatError as error:  # the WebSocket's one error handler
-            member.send(events.error(error.code, error.message, error.ref))
+            member.send(events.error(error.code, error.message, error.ref, error.retry_after))
+        except HistoryError as error:  # reading what an edit or a room needs failed
+            failed = _not_stored(error, getattr(command, "ref", None), "not done")
+            member.send(events.error(failed.code, failed.message, failed.ref))
 
     def _within_rate(self, member: Member) -> bool:
         """Whether a message may be handled; a flood is refused, then closed (1008)."""
@@ -220,6 +256,7 @@ class ChatService:
         client = self._clients.get(member.conn_id)
         if client is None or command.room not in client.rooms:
             raise ChatError("not_joined", "join the room first", command.ref)
+        self._check_voice(member, command.room, command.ref, slow=True)
 
         arrived = time.perf_counter()
 
@@ -238,7 +275,9 @@ class ChatService:
 
         try:
             ts = int(self._clock() * 1000)
-            self.history.submit(command.room, member.nick, command.text, ts, command.ref, stored, once=True)
+            self.history.submit(
+                command.room, member.nick, command.text, ts, command.ref, stored, once=True, author=member.session_id
+            )
         except HistoryError as error:
             raise _not_stored(error, command.ref) from None
 
@@ -287,6 +326,7 @@ class ChatService:
             raise ChatError("already_joined", "already in this room", command.ref)
         if self.max_rooms and len(client.rooms) >= self.max_rooms:
             raise ChatError("too_many_rooms", f"a client may be in at most {self.max_rooms} rooms", command.ref)
+        settings = self.rules.check_readable(command.room, account_name(member), command.ref)
         room = self.rooms.get_or_create(command.room)
         room.begin_join(member.conn_id)
         try:
@@ -309,7 +349,11 @@ class ChatService:
             self.rooms.discard_if_empty(room.name)
             return
         last_id = replay.messages[-1].id if replay.messages else (0 if reset else command.since or 0)
-        room.finish_join(member, events.joined(room.name, nicks, replay, truncated, reset), replay.epoch, last_id)
+        targets = self._targets(room.name, replay.messages)
+        joined = events.joined(room.name, nicks, replay, truncated, reset, targets=targets)
+        room.finish_join(member, joined, replay.epoch, last_id)
+        if settings is not None:  # an owned or private room: what it is, who moderates it
+            member.send(events.room(self.rules.describe(room.name, settings)))
         if new_nick:
             self.broker.publish(
                 room.name, events.presence(room.name, member.nick, "join", len(nicks)), exclude_conn=member.conn_id
@@ -362,6 +406,326 @@ class ChatService:
                 self.broker.publish(name, events.presence(name, member.nick, "leave", count))
         self.rooms.discard_if_empty(name)
 
+    # -- owned and private rooms, the message lifecycle, moderation (docs/protocol.md §3.1-3.3) ------
+
+    def _handle_more(self, member: Member, command: object) -> None:
+        if isinstance(command, Edit):
+            self._edit(member, command)
+        elif isinstance(command, Delete):
+            self._delete(member, command)
+        elif isinstance(command, React):
+            self._react(member, command)
+        elif isinstance(command, DirectMessage):
+            self._direct_message(member, command)
+        elif isinstance(command, Info):
+            settings = self.rules.check_readable(command.room, account_name(member), command.ref)
+            member.send(events.room(self.rules.describe(command.room, settings), command.ref))
+        elif isinstance(command, Create):
+            self._create(member, command)
+        elif isinstance(command, Invite):
+            self._invite(member, command)
+        elif isinstance(command, Remove):
+            self._remove_member(member, command)
+        elif isinstance(command, Moderator):
+            self._appoint(member, command)
+        elif isinstance(command, Mute):
+            self._mute(member, command)
+        elif isinstance(command, Slow):
+            self._slow(member, command)
+
+    def _check_voice(self, member: Member, room: str, ref: Ref | None, *, slow: bool = False) -> None:
+        """Refuse a muted member (``muted``), and with ``slow`` a message too soon in slow mode (``rate_limited``)."""
+        settings = self.rules.settings(room)
+        if settings is None:
+            return
+        now = self._clock()
+        until = settings.muted_until(member.nick, now)
+        if until > now:
+            wait = math.ceil(until - now)
+            raise ChatError("muted", f"you are muted in this room for {_duration(wait)} more", ref, retry_after=wait)
+        account = account_name(member)
+        if slow and settings.slow and not (account is not None and settings.is_moderator(account)):
+            assert self.directory is not None
+            left = self.directory.slow_wait(room, account_key(member.nick), settings.slow)
+            if left > 0:
+                wait = math.ceil(left)
+                message = f"slow mode: one message every {settings.slow} s; wait {wait} s"
+                raise ChatError("rate_limited", message, ref, retry_after=wait)
+
+    def _signed_in(self, member: Member, ref: Ref | None, doing: str) -> str:
+        """The member's account name; ``account_required`` for a guest."""
+        account = account_name(member)
+        if account is None:
+            raise ChatError("account_required", f"sign in to {doing}", ref)
+        return account
+
+    def _moderated(self, member: Member, room: str, ref: Ref | None) -> tuple[str, RoomSettings]:
+        """The member's account and the room's settings, if the member moderates the room; else ``forbidden``."""
+        account = account_name(member)
+        settings = self.rules.check_readable(room, account, ref)
+        if settings is None:
+            raise ChatError("forbidden", "nobody owns this room: only the operators moderate it", ref)
+        if account is None or not settings.is_moderator(account):
+            raise ChatError("forbidden", "only the room's owner and moderators may do that", ref)
+        return account, settings
+
+    def _account_named(self, nick: str, ref: Ref | None) -> str:
+        """The registered name ``nick`` is (in any case); ``unknown_user`` if there is no such account."""
+        name = self.accounts.name_of(nick) if self.accounts is not None else None
+        if name is None:
+            raise ChatError("unknown_user", f"there is no account {nick!r}", ref)
+        return name
+
+    def _change_room(self, room: str, change: Callable[[RoomSettings], RoomSettings], ref: Ref | None) -> RoomSettings:
+        """Change a room's settings, make every process read them again, and show its members the result."""
+        assert self.directory is not None
+        updated = self.directory.update(room, change)
+        if updated is None:
+            raise absent(room, ref)
+        self._order({"op": "room", "room": room})
+        self.broker.publish(room, events.room(self.rules.describe(room, updated)))
+        return updated
+
+    def _announce(self, room: str, actor: str, action: str, target: str, detail: str, line: str) -> None:
+        """A moderator's action: a system line in the room, and an entry in the admin page's log."""
+        assert self.directory is not None
+        self.directory.record(ModAction(int(self._clock() * 1000), room, actor, action, target, detail))
+        self.broker.publish(room, events.system(line, room))
+
+    def _create(self, member: Member, command: Create) -> None:
+        owner = self._signed_in(member, command.ref, "create rooms")
+        assert self.directory is not None
+        now = int(self._clock() * 1000)
+        if command.private:
+            name = f"p.{secrets.token_hex(8)}"
+            settings = RoomSettings(name, owner, True, command.title, members=(owner,), created=now)
+        else:
+            name = command.room or ""
+            if is_private(name):
+                raise ChatError("invalid_room", "room names starting with 'p.' or 'dm.' are the server's", command.ref)
+            if self._room_exists(name):
+                raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
+            settings = RoomSettings(name, owner, False, command.title, created=now)
+        if not self.directory.create(settings):
+            raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
+        self.rules.forget(name)
+        self.directory.record(ModAction(now, name, owner, "create", "", "private" if command.private else "public"))
+        member.send(events.room(self.rules.describe(name, settings), command.ref))
+
+    def _room_exists(self, room: str) -> bool:
+        """Whether a public room has an owner, members (on any process) or history."""
+        if self.rules.settings(room) is not None or room in self.rooms:
+            return True
+        return bool(self.broker.room_counts([room]).get(room)) or self.history.last_id(room) > 0
+
+    def _invite(self, member: Member, command: Invite) -> None:
+        actor, settings = self._moderated(member, command.room, command.ref)
+        if not settings.private or settings.dm:
+            raise ChatError("forbidden", "only private rooms take invitations", command.ref)
+        name = self._account_named(command.nick, command.ref)
+        if settings.is_member(name):
+            return  # a member already: nothing changes
+        updated = self._change_room(command.room, lambda s: s.with_member(name), command.ref)
+        self._order(
+            {"op": "invited", "account": account_key(name), "room": command.room, "by": actor, "title": updated.title}
+        )
+        self._announce(command.room, actor, "invite", name, "", f"{actor} invited {name}")
+
+    def _remove_member(self, member: Member, command: Remove) -> None:
+        account = account_name(member)
+        settings = self.rules.check_readable(command.room, account, command.ref)
+        leaving = account is not None and account_key(account) == account_key(command.nick)
+        if settings is None or not settings.private or settings.dm:
+            raise ChatError("forbidden", "only private rooms have members to remove", command.ref)
+        if not leaving:
+            account, settings = self._moderated(member, command.room, command.ref)
+        if settings.is_owner(command.nick):
+            raise ChatError("forbidden", "the owner cannot be removed", command.ref)
+        if not settings.is_member(command.nick):
+            return
+        name = next(m for m in settings.members if account_key(m) == account_key(command.nick))
+        assert account is not None
+        self._change_room(command.room, lambda s: s.without_member(name), command.ref)
+        self._order({"op": "removed", "account": account_key(name), "room": command.room, "by": account})
+        line = f"{name} left" if leaving else f"{account} removed {name}"
+        self._announce(command.room, account, "remove", name, "", line)
+
+    def _appoint(self, member: Member, command: Moderator) -> None:
+        account = account_name(member)
+        settings = self.rules.check_readable(command.room, account, command.ref)
+        if settings is None or settings.dm or account is None or not settings.is_owner(account):
+            raise ChatError("forbidden", "only the room's owner appoints moderators", command.ref)
+        name = self._account_named(command.nick, command.ref)
+        if settings.private and not settings.is_member(name):
+            raise ChatError("forbidden", f"{name} is not a member of this room: invite them first", command.ref)
+        if settings.is_owner(name) or (name in settings.moderators) == command.on:
+            return
+        self._change_room(command.room, lambda s: s.with_moderator(name, command.on), command.ref)
+        if command.on:
+            self._announce(command.room, account, "moderator", name, "", f"{account} made {name} a moderator")
+        else:
+            self._announce(command.room, account, "unmoderator", name, "", f"{account} took {name}'s moderator role")
+
+    def _mute(self, member: Member, command: Mute) -> None:
+        actor, settings = self._moderated(member, command.room, command.ref)
+        if settings.is_moderator(command.nick):
+            raise ChatError("forbidden", "owners and moderators cannot be muted", command.ref)
+        until = self._clock() + command.seconds
+        self._change_room(command.room, lambda s: s.with_mute(command.nick, until), command.ref)
+        if command.seconds:
+            detail = f"{command.seconds} s"
+            line = f"{actor} muted {command.nick} for {_duration(command.seconds)}"
+            self._announce(command.room, actor, "mute", command.nick, detail, line)
+        else:
+            self._announce(command.room, actor, "unmute", command.nick, "", f"{actor} lifted {command.nick}'s mute")
+
+    def _slow(self, member: Member, command: Slow) -> None:
+        actor, settings = self._moderated(member, command.room, command.ref)
+        if settings.slow == command.seconds:
+            return
+        self._change_room(command.room, lambda s: s.with_slow(command.seconds), command.ref)
+        if command.seconds:
+            line = f"{actor} turned slow mode on: one message every {_duration(command.seconds)}"
+        else:
+            line = f"{actor} turned slow mode off"
+        self._announce(command.room, actor, "slow", "", f"{command.seconds} s", line)
+
+    def _direct_message(self, member: Member, command: DirectMessage) -> None:
+        """The first message creates the conversation (a private room of the two); later ones go into it."""
+        me = self._signed_in(member, command.ref, "send direct messages")
+        assert self.directory is not None
+        other = self._account_named(command.to, command.ref)
+        if account_key(other) == account_key(me):
+            raise ChatError("invalid_field", "a direct message goes to someone else", command.ref)
+        keys = sorted((account_key(me), account_key(other)))
+        name = "dm." + hashlib.sha256("\0".join(keys).encode()).hexdigest()[:24]
+        if self.rules.settings(name) is None:
+            people = tuple(sorted((me, other), key=account_key))
+            created = self.directory.create(
+                RoomSettings(name, None, True, members=people, dm=people, created=int(self._clock() * 1000))
+            )
+            self.rules.forget(name)
+            if created:
+                self._order({"op": "invited", "account": account_key(other), "room": name, "by": me, "dm": True})
+        client = self._clients.get(member.conn_id)
+        if client is not None and name not in client.rooms:
+            self._join(member, Join(name, ref=command.ref))
+        self._say(member, Say(name, command.text, command.ref))
+
+    # -- edits, deletions, reactions ---------------------------------------------------
+
+    def _edit(self, member: Member, command: Edit) -> None:
+        self._check_voice(member, command.room, command.ref)
+
+        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage]:
+            if original.author != member.session_id:
+                raise ChatError("forbidden", "you may edit only your own messages", command.ref)
+            ts = int(self._clock() * 1000)
+            target = lifecycle.edited(original, command.text, ts)
+            return target, lifecycle.amendment(original, "edit", member.nick, member.session_id, ts, command.text)
+
+        self._amend(member, command.room, command.id, command.ref, plan)
+
+    def _delete(self, member: Member, command: Delete) -> None:
+        account = account_name(member)
+
+        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage]:
+            moderator = settings is not None and account is not None and settings.is_moderator(account)
+            if original.author != member.session_id and not moderator:
+                raise ChatError("forbidden", "you may delete only your own messages", command.ref)
+            ts = int(self._clock() * 1000)
+            return lifecycle.deleted(original), lifecycle.amendment(
+                original, "delete", member.nick, member.session_id, ts
+            )
+
+        entry = self._amend(member, command.room, command.id, command.ref, plan)
+        if entry is not None and entry.author != member.session_id and account is not None:
+            assert self.directory is not None
+            self.directory.record(ModAction(entry.ts, command.room, account, "delete", "", f"message {command.id}"))
+
+    def _react(self, member: Member, command: React) -> None:
+        self._check_voice(member, command.room, command.ref)
+
+        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage] | None:
+            target = lifecycle.reacted(original, command.emoji, member.nick, command.on, command.ref)
+            if target is None:
+                return None  # as asked already
+            ts = int(self._clock() * 1000)
+            meta = {"emoji": command.emoji, "on": command.on}
+            return target, lifecycle.amendment(original, "react", member.nick, member.session_id, ts, meta=meta)
+
+        self._amend(member, command.room, command.id, command.ref, plan)
+
+    def _amend(
+        self,
+        member: Member,
+        room: str,
+        message_id: int,
+        ref: Ref | None,
+        plan: Callable[[StoredMessage, RoomSettings | None], tuple[StoredMessage, StoredMessage] | None],
+    ) -> StoredMessage | None:
+        """Read the message, let ``plan`` decide its next version, store it (rewrite and entry at once), broadcast.
+
+        This process changes one message at a time (a lock per message), so
+        two reactions here never race; another process may still change it
+        between the read and the store, which the store's compare-and-set
+        refuses (:class:`Conflict`): then read again and decide again.
+        """
+        client = self._clients.get(member.conn_id)
+        if client is None or room not in client.rooms:
+            raise ChatError("not_joined", "join the room first", ref)
+        settings = self.rules.settings(room)
+        with self._amending.hold((room, message_id)):
+            for _ in range(AMEND_TRIES):
+                original = self.history.get(room, [message_id]).get(message_id)
+                if original is None or original.kind is not None or lifecycle.is_deleted(original):
+                    raise ChatError("not_found", f"there is no message {message_id} in {room!r}", ref)
+                planned = plan(original, settings)
+                if planned is None:
+                    return None
+                result = self._store_amendment(planned[0], original.meta, planned[1])
+                if isinstance(result, Conflict):
+                    continue
+                if isinstance(result, HistoryError):
+                    raise _not_stored(result, ref, "not changed")
+                return result
+        raise ChatError("unavailable", "the message kept changing: try again", ref)
+
+    def _store_amendment(
+        self, target: StoredMessage, expected_meta: str | None, entry: StoredMessage
+    ) -> StoredMessage | HistoryError:
+        """Store an amendment and wait for it; it is broadcast as soon as stored, in id order with the messages."""
+        done: AsyncResult = AsyncResult()
+
+        def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
+            if isinstance(result, StoredMessage) and not self.history.publishes:
+                self.broker.publish(
+                    result.room,
+                    events.update(result, target),
+                    message_id=result.id,
+                    epoch=self.history.epoch(result.room),
+                )
+            done.set(result)
+
+        self.history.amend(target, expected_meta, entry, stored)
+        result = done.get(timeout=STORE_TIMEOUT)
+        assert not isinstance(result, Duplicate)
+        return result
+
+    def _targets(self, room: str, messages: Iterable[StoredMessage]) -> dict[int, StoredMessage]:
+        """The messages the amendment entries among ``messages`` change, as they are now."""
+        held: dict[int, StoredMessage] = {}
+        wanted: set[int] = set()
+        for message in messages:
+            if message.kind is None:
+                held[message.id] = message
+            elif message.target is not None:
+                wanted.add(message.target)
+        missing = wanted - held.keys()
+        if missing:
+            held.update(self.history.get(room, missing))
+        return held
+
     # -- delivery --------------------------------------------------------------
 
     def _deliver(
@@ -383,6 +747,7 @@ class ChatService:
 
     def _catch_up(self) -> None:
         """After the shared store was unreachable: deliver what this process may have missed."""
+        self.rules.forget()  # settings changed meanwhile were announced to nobody here
         for name, room in list(self.rooms.items()):
             if not room.has_members:
                 continue
@@ -393,8 +758,11 @@ class ChatService:
             except HistoryError as error:
                 log.warning("catching up on %s failed: %s", name, error)
                 continue
+            targets = self._targets(name, replay.messages)
             for message in replay.messages:
-                room.deliver(events.message(message), message.id, None, replay.epoch)
+                event = _event_of(message, targets)
+                if event is not None:
+                    room.deliver(event, message.id, None, replay.epoch)
 
     # -- operators and backends -------------------------------------------------
 
@@ -432,8 +800,28 @@ class ChatService:
         elif op == "sign_out":
             for client in [c for c in self._clients.values() if c.member.session_id == command["session"]]:
                 client.member.close(SIGNED_OUT, "signed out everywhere")
+        elif op == "room":  # a room's settings changed: read them again when next needed
+            self.rules.forget(command["room"])
+        elif op == "invited":
+            self.rules.forget(command["room"])
+            invited = events.invited(command["room"], command["by"], command.get("title", ""), command.get("dm", False))
+            for client in self._clients_of(command["account"]):
+                client.member.send(invited)
+        elif op == "removed":
+            name = command["room"]
+            self.rules.forget(name)
+            for client in self._clients_of(command["account"]):
+                if name in client.rooms:
+                    client.rooms.discard(name)
+                    self._remove(client.member, name)
+                client.member.send(events.removed(name, command["by"]))
         else:
             log.warning("unknown operator command %r ignored", op)
+
+    def _clients_of(self, account: str) -> list[Client]:
+        """This process's connections signed in to the account (by its key)."""
+        session = f"{ACCOUNT_SESSION}{account}"
+        return [c for c in self._clients.values() if c.member.session_id == session]
 
     def is_banned(self, nick: str) -> bool:
         """Whether ``nick`` is banned now."""
@@ -462,6 +850,8 @@ class ChatService:
         could not be stored.
         """
         check_room(room)
+        if is_private(room):  # a backend's token opens no private room: to it, there is none
+            raise absent(room)
         check_nick(nick, "from", "invalid_field")
         check_text(text, self.max_text)
         done: AsyncResult = AsyncResult()
@@ -479,11 +869,24 @@ class ChatService:
 
     # -- reading ---------------------------------------------------------------
 
-    def room_list(self) -> list[dict[str, Any]]:
-        """Every room with members or history, with its member count (on every process)."""
-        names = sorted(set(self.rooms) | set(self.history.room_names()))
+    def room_list(self, account: str | None = None) -> list[dict[str, Any]]:
+        """The rooms ``account`` may see, with their member counts (on every process).
+
+        Every public room with members or history, and the private rooms
+        ``account`` (an account's name; None: a guest) is a member of.
+        """
+        public = {name for name in set(self.rooms) | set(self.history.room_names()) if not is_private(name)}
+        mine = set(self.rules.private_rooms_of(account))
+        names = sorted(public | mine)
         counts = self.broker.room_counts(names)
-        return [{"name": name, "members": counts.get(name, 0)} for name in names]
+        return [
+            {"name": name, "members": counts.get(name, 0), **(self.rules.listing(name) if name in mine else {})}
+            for name in names
+        ]
+
+    def check_readable(self, room: str, account: str | None) -> None:
+        """``not_found`` unless ``account`` (a name; None: a guest, or no one) may read the room (HTTP history)."""
+        self.rules.check_readable(room, account)
 
     def clients(self) -> list[dict[str, Any]]:
         """Every connected client with its rooms (this process's first), for the admin page."""
@@ -491,21 +894,41 @@ class ChatService:
         return local + self.broker.remote_clients()
 
     def _describe(self, client: Client) -> dict[str, Any]:
-        return {**client.member.describe(), "node": self.broker.node or None, "rooms": sorted(client.rooms)}
+        """A client for the admin page: its public rooms by name, its private ones only counted (their members'
+        business, not the operators')."""
+        public = sorted(room for room in client.rooms if not is_private(room))
+        described = {**client.member.describe(), "node": self.broker.node or None, "rooms": public}
+        described["private_rooms"] = len(client.rooms) - len(public)
+        return described
 
-    def search(self, query: str, room: str | None = None, limit: int = 50) -> list[StoredMessage]:
-        """The messages matching ``query`` in the rooms one may read (every room: none is private yet)."""
-        return self.search_index.search(query, None if room is None else [room], limit)
+    def moderation_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The moderators' latest actions, newest first (every process's), for the admin page."""
+        if self.directory is None:
+            return []
+        return [dataclasses.asdict(action) for action in self.directory.actions(limit)]
+
+    def search(
+        self, query: str, room: str | None = None, limit: int = 50, account: str | None = None
+    ) -> list[StoredMessage]:
+        """The messages matching ``query`` in the rooms ``account`` may read: the public ones and its private ones."""
+        if room is not None:
+            self.rules.check_readable(room, account)
+            return self.search_index.search(query, [room], limit)
+        return self.search_index.search(query, None, limit, private=self.rules.private_rooms_of(account))
 
     def epoch(self, room: str) -> str:
         """The epoch the room's ids are numbered under now (docs/protocol.md §4.1)."""
         return self.history.epoch(room)
 
-    def messages(self, room: str, since: int | None, limit: int) -> list[StoredMessage]:
-        """A room's history: after ``since``, or the last ``limit`` messages."""
-        if since is None:
-            return self.history.recent(room, limit)
-        return self.history.since(room, since, limit)
+    def messages(self, room: str, since: int | None, limit: int) -> list[dict[str, Any]]:
+        """A room's history as event objects: after ``since``, or the last ``limit`` messages."""
+        found = self.history.recent(room, limit) if since is None else self.history.since(room, since, limit)
+        targets = self._targets(room, found)
+        return [
+            events.update_fields(m, targets[m.target]) if m.kind is not None else events.message_fields(m)
+            for m in found
+            if m.kind is None or m.target in targets
+        ]
 
 
 def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:
@@ -513,3 +936,42 @@ def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message no
     if isinstance(error, HistoryUnavailable):
         return ChatError("degraded", f"{message}: the chat's shared store is unreachable, try again shortly", ref)
     return ChatError("unavailable", message, ref)
+
+
+def _event_of(message: StoredMessage, targets: dict[int, StoredMessage]) -> Outgoing | None:
+    """A stored entry's event: a ``message``, or for an amendment an ``update`` with its target as it is now.
+
+    None for an amendment whose message is gone (trimmed from a Redis stream).
+    """
+    if message.kind is None:
+        return events.message(message)
+    target = targets.get(message.target) if message.target is not None else None
+    return events.update(message, target) if target is not None else None
+
+
+def _duration(seconds: int) -> str:
+    """``600`` → ``10 minutes``, for people."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} s"
+
+
+class _KeyedLocks:
+    """One lock per key, held only while someone wants it (no lock kept per message ever changed)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[Semaphore, list[int]]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        lock, users = self._locks.setdefault(key, (Semaphore(), [0]))
+        users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]

@@ -66,6 +66,7 @@ CLIENT_FIELDS = (
     "addr",
     "user_agent",
     "rooms",
+    "private_rooms",
     "connected_at",
     "msgs_in",
     "msgs_out",
@@ -311,6 +312,12 @@ def rooms() -> ResponseReturnValue:
     totals["messages_stored"] = stats["messages_stored"]  # by this process: the page derives a rate
     totals["fanout_p99_ms"] = stats["fanout_p99_ms"]  # over its last 1000 messages, None before any
     return jsonify(rooms=room_list, totals=totals)
+
+
+@api.get("/moderation")
+def moderation() -> ResponseReturnValue:
+    """The room moderators' latest actions (mutes, slow mode, invitations …), newest first."""
+    return jsonify(actions=chat().moderation_log())
 
 
 @api.get("/bans")

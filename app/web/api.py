@@ -82,6 +82,12 @@ def signed_in() -> Identity | None:
     return identity
 
 
+def reader() -> str | None:
+    """The account name of the browser asking, to decide which private rooms it may see (None: a guest, or no one)."""
+    identity = signed_in()
+    return identity.nick if identity is not None and identity.account is not None else None
+
+
 def welcome(identity: Identity, status: int = 200) -> ResponseReturnValue:
     """Keep ``identity`` in the session cookie; answer with a token and the WebSocket URL."""
     session.clear()
@@ -158,8 +164,8 @@ def logout_everywhere() -> ResponseReturnValue:
 
 @bp.get("/rooms")
 def rooms() -> ResponseReturnValue:
-    """Every room with members or history."""
-    return jsonify(rooms=chat().room_list())
+    """Every public room with members or history, and the private rooms of the browser's account."""
+    return jsonify(rooms=chat().room_list(reader()))
 
 
 def _int_arg(name: str, default: int | None, maximum: int | None = None) -> int | None:
@@ -184,7 +190,7 @@ def search() -> ResponseReturnValue:
         check_room(room)
     limit = _int_arg("limit", 50, MAX_SEARCH_RESULTS)
     assert limit is not None
-    found = chat().search(request.args.get("q", ""), room, limit)
+    found = chat().search(request.args.get("q", ""), room, limit, reader())
     return jsonify(query=request.args.get("q", ""), results=[events.message_fields(m) for m in found])
 
 
@@ -195,11 +201,12 @@ def messages(room: str) -> ResponseReturnValue:
     since = _int_arg("since", None)
     limit = _int_arg("limit", 50, MAX_HISTORY_PAGE)
     assert limit is not None
+    chat().check_readable(room, reader())  # a private room, to anyone but its members: 404, as no room
     found = chat().messages(room, since, limit)
     # Read after the messages: should the history restart in between, the
     # page is labelled with the new epoch, which the caller then refuses.
     epoch = chat().epoch(room)
-    return jsonify(room=room, epoch=epoch, messages=[events.message_fields(m) for m in found])
+    return jsonify(room=room, epoch=epoch, messages=found)
 
 
 #: The largest push request body, in bytes (larger: 413).

@@ -14,7 +14,25 @@ from typing import Any
 
 import pytest
 
-from app.chat.protocol import ChatError, Join, Leave, ListRooms, Say, parse_command
+from app.chat.protocol import (
+    ChatError,
+    Create,
+    Delete,
+    DirectMessage,
+    Edit,
+    Info,
+    Invite,
+    Join,
+    Leave,
+    ListRooms,
+    Moderator,
+    Mute,
+    React,
+    Remove,
+    Say,
+    Slow,
+    parse_command,
+)
 
 MAX_SAFE_INTEGER = 2**53 - 1  # docs/protocol.md §3: an integer ref within ±(2**53 - 1)
 
@@ -68,6 +86,31 @@ VALID: list[tuple[str, str, object]] = [
     ("room-chinese", request(type="join", room="房间"), Join("房间")),
     ("room-fullwidth-digits", request(type="join", room="１２３"), Join("１２３")),
     ("room-64-accented", request(type="join", room="é" * 64), Join("é" * 64)),
+    # §3.1: owned and private rooms, direct messages
+    ("create-public", request(type="create", room="team"), Create("team")),
+    ("create-private", request(type="create", private=True, title="Plans"), Create(None, True, "Plans")),
+    ("create-private-no-title", request(type="create", private=True, ref=1), Create(None, True, ref=1)),
+    ("create-private-room-ignored", request(type="create", private=True, room="x"), Create(None, True)),
+    ("invite", request(type="invite", room="p.1", nick="bob"), Invite("p.1", "bob")),
+    ("remove", request(type="remove", room="p.1", nick="bob", ref="r"), Remove("p.1", "bob", ref="r")),
+    ("dm", request(type="dm", to="bob", text="hi", ref="d"), DirectMessage("bob", "hi", ref="d")),
+    ("info", request(type="info", room="lobby"), Info("lobby")),
+    # §3.2: edits, deletions, reactions
+    ("edit", request(type="edit", room="lobby", id=42, text="fixed"), Edit("lobby", 42, "fixed")),
+    ("delete", request(type="delete", room="lobby", id=1), Delete("lobby", 1)),
+    ("react", request(type="react", room="lobby", id=42, emoji="👍"), React("lobby", 42, "👍")),
+    ("react-off", request(type="react", room="lobby", id=42, emoji="🎉", on=False), React("lobby", 42, "🎉", False)),
+    ("react-with-variation-selector", request(type="react", room="l", id=1, emoji="❤️"), React("l", 1, "❤️")),
+    ("react-zwj-sequence", request(type="react", room="l", id=1, emoji="👨‍👩‍👧"), React("l", 1, "👨‍👩‍👧")),
+    ("react-punctuation", request(type="react", room="l", id=1, emoji="+"), React("l", 1, "+")),
+    # §3.3: moderation
+    ("moderator", request(type="moderator", room="team", nick="bob"), Moderator("team", "bob")),
+    ("moderator-off", request(type="moderator", room="team", nick="bob", on=False), Moderator("team", "bob", False)),
+    ("mute", request(type="mute", room="team", nick="eve", seconds=600), Mute("team", "eve", 600)),
+    ("mute-lifted", request(type="mute", room="team", nick="eve", seconds=0), Mute("team", "eve", 0)),
+    ("mute-30-days", request(type="mute", room="t", nick="eve", seconds=2592000), Mute("t", "eve", 2592000)),
+    ("slow", request(type="slow", room="team", seconds=10), Slow("team", 10)),
+    ("slow-off", request(type="slow", room="team", seconds=0), Slow("team", 0)),
 ]
 
 
@@ -148,6 +191,39 @@ INVALID: list[tuple[str, str, str, str | int | None]] = [
     ("text-4001", request(type="say", room="lobby", text="x" * 4001, ref="l1"), "text_too_long", "l1"),
     ("text-4001-multibyte", request(type="say", room="lobby", text="é" * 4001, ref="l2"), "text_too_long", "l2"),
     ("text-4001-no-ref", request(type="say", room="lobby", text="x" * 4001), "text_too_long", None),
+    # §3.1-3.3's requests
+    ("create-without-room", request(type="create", ref="c1"), "missing_field", "c1"),
+    ("create-private-not-a-boolean", request(type="create", private="yes", ref="c2"), "invalid_field", "c2"),
+    ("create-title-65", request(type="create", private=True, title="t" * 65, ref="c3"), "invalid_field", "c3"),
+    ("create-title-a-newline", request(type="create", private=True, title="a\nb", ref="c4"), "invalid_field", "c4"),
+    ("invite-without-nick", request(type="invite", room="p.1", ref="c5"), "missing_field", "c5"),
+    ("invite-a-bad-nick", request(type="invite", room="p.1", nick=" bob", ref="c6"), "invalid_field", "c6"),
+    ("dm-without-text", request(type="dm", to="bob", ref="c7"), "missing_field", "c7"),
+    ("dm-empty-text", request(type="dm", to="bob", text="", ref="c8"), "empty_text", "c8"),
+    ("dm-to-a-number", request(type="dm", to=5, text="hi", ref="c9"), "invalid_field", "c9"),
+    ("edit-without-id", request(type="edit", room="l", text="x", ref="d1"), "missing_field", "d1"),
+    ("edit-id-0", request(type="edit", room="l", id=0, text="x", ref="d2"), "invalid_field", "d2"),
+    ("edit-id-a-string", request(type="edit", room="l", id="4", text="x", ref="d3"), "invalid_field", "d3"),
+    ("edit-id-a-boolean", request(type="edit", room="l", id=True, text="x", ref="d4"), "invalid_field", "d4"),
+    ("edit-empty-text", request(type="edit", room="l", id=4, text="", ref="d5"), "empty_text", "d5"),
+    ("edit-text-4001", request(type="edit", room="l", id=4, text="x" * 4001, ref="d6"), "text_too_long", "d6"),
+    ("delete-a-bad-room", request(type="delete", room="a b", id=4, ref="d7"), "invalid_room", "d7"),
+    ("react-a-word", request(type="react", room="l", id=4, emoji="like", ref="d8"), "invalid_emoji", "d8"),
+    ("react-empty", request(type="react", room="l", id=4, emoji="", ref="d9"), "invalid_emoji", "d9"),
+    ("react-a-space", request(type="react", room="l", id=4, emoji="👍 ", ref="d10"), "invalid_emoji", "d10"),
+    ("react-17-characters", request(type="react", room="l", id=4, emoji="!" * 17, ref="d11"), "invalid_emoji", "d11"),
+    ("react-a-control", request(type="react", room="l", id=4, emoji="\u0007", ref="d12"), "invalid_emoji", "d12"),
+    (
+        "react-on-a-string",
+        request(type="react", room="l", id=4, emoji="👍", on="no", ref="d13"),
+        "invalid_field",
+        "d13",
+    ),
+    ("mute-negative", request(type="mute", room="t", nick="e", seconds=-1, ref="m1"), "invalid_field", "m1"),
+    ("mute-past-30-days", request(type="mute", room="t", nick="e", seconds=2592001, ref="m2"), "invalid_field", "m2"),
+    ("mute-a-float", request(type="mute", room="t", nick="e", seconds=1.5, ref="m3"), "invalid_field", "m3"),
+    ("mute-without-seconds", request(type="mute", room="t", nick="e", ref="m4"), "missing_field", "m4"),
+    ("slow-past-an-hour", request(type="slow", room="t", seconds=3601, ref="m5"), "invalid_field", "m5"),
 ]
 
 
@@ -170,6 +246,7 @@ def test_every_code_the_parser_owns_is_in_the_table() -> None:
         "invalid_room",
         "empty_text",
         "text_too_long",
+        "invalid_emoji",
     }
     assert {case[2] for case in INVALID} == owned
 

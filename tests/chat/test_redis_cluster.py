@@ -10,7 +10,6 @@ with ``redis-py``.
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import signal
@@ -32,20 +31,10 @@ from tests.support.clients import (
     send_json,
 )
 from tests.support.gunicorn import ChatServer, two_workers
-from tests.support.http import http_request, post_session
+from tests.support.http import admin, http_request, post_session
 from tests.support.names import fresh_nick, fresh_room
-from tests.support.redis import ADMIN_PASSWORD, API_TOKEN, SHARED_REDIS, RedisServer
+from tests.support.redis import API_TOKEN, SHARED_REDIS, RedisServer
 from tests.support.timeouts import scaled
-
-
-def admin(node: ChatServer, path: str, body: object | None = None) -> tuple[int, Any]:
-    credentials = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
-    headers = {"Authorization": f"Basic {credentials}", "Content-Type": "application/json"}
-    raw = None if body is None else json.dumps(body).encode()
-    status, decoded, _ = http_request(
-        node.http + "/admin/api" + path, method="GET" if body is None else "POST", body=raw, headers=headers
-    )
-    return status, decoded
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -7,11 +7,13 @@ process of :mod:`tests.support.gunicorn` or the in-process one of
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from tests.support.redis import ADMIN_PASSWORD
 from tests.support.timeouts import scaled
 
 
@@ -85,3 +87,14 @@ def session(chat: Endpoints, nick: str, opener: urllib.request.OpenerDirector | 
     assert status == 200, (status, body)
     assert isinstance(body, dict)
     return body
+
+
+def admin(node: Endpoints, path: str, body: object | None = None) -> tuple[int, Any]:
+    """The admin API (``/admin/api`` + ``path``) with the tests' admin password: GET, or POST ``body`` as JSON."""
+    credentials = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}", "Content-Type": "application/json"}
+    raw = None if body is None else json.dumps(body).encode()
+    status, decoded, _ = http_request(
+        node.http + "/admin/api" + path, method="GET" if body is None else "POST", body=raw, headers=headers
+    )
+    return status, decoded
