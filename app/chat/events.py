@@ -1,9 +1,10 @@
 """Every event the server sends a client (docs/protocol.md §4), each with its one encoder.
 
 Nothing else in the project builds event JSON: the chat service, the
-brokers and the stores call these functions, and the Redis store script
-only completes the ``message`` JSON that :func:`message_json_around_id`
-laid out (it puts the id in). Each returns an :class:`Outgoing`, the event
+brokers and the stores call these functions, and the Redis store and amend
+scripts only complete the ``message`` and ``update`` JSON that
+:func:`message_json_around_id` and :func:`update_json_around_id` laid out
+(they put the id in). Each returns an :class:`Outgoing`, the event
 encoded once as UTF-8, so a broadcast serializes it once for a whole room.
 
 ``message`` is on the hot path (once per message stored, and per message
@@ -16,7 +17,7 @@ compact encoder.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +45,10 @@ __all__ = [
     "rooms",
     "system",
     "typing",
+    "update",
+    "update_fields",
+    "update_json",
+    "update_json_around_id",
 ]
 
 #: Built once: ``json.dumps`` with arguments builds a new encoder on every call.
@@ -86,11 +91,24 @@ class Outgoing:
 
 
 def message_json(stored: StoredMessage) -> str:
-    """The ``message`` event of a stored message, as JSON text (``ref`` only when there is one)."""
+    """The ``message`` event of a stored original, as JSON text (``ref`` only when there is one).
+
+    With a ``meta`` (the message was amended), its lifecycle state follows:
+    ``edited``, ``deleted`` (the text then empty), ``reactions``. Without
+    one, the common case, no JSON is parsed.
+    """
     ref = "" if stored.ref is None else f',"ref":{json_ref(stored.ref)}'
+    if stored.meta is None:
+        return (
+            f'{{"type":"message","room":{json_string(stored.room)},"id":{stored.id},"from":{json_string(stored.nick)},'
+            f'"text":{json_string(stored.text)},"ts":{stored.ts}{ref}}}'
+        )
+    state = _lifecycle(stored.meta)
+    text = "" if "deleted" in state else stored.text
+    extra = f",{compact_json(state)[1:-1]}" if state else ""
     return (
         f'{{"type":"message","room":{json_string(stored.room)},"id":{stored.id},"from":{json_string(stored.nick)},'
-        f'"text":{json_string(stored.text)},"ts":{stored.ts}{ref}}}'
+        f'"text":{json_string(text)},"ts":{stored.ts}{ref}{extra}}}'
     )
 
 
@@ -99,9 +117,9 @@ def message(stored: StoredMessage) -> Outgoing:
     return Outgoing(message_json(stored).encode())
 
 
-def message_fields(stored: StoredMessage) -> dict[str, str | int]:
+def message_fields(stored: StoredMessage) -> dict[str, Any]:
     """The ``message`` event as a dict (the HTTP history's entries): the same fields as :func:`message_json`."""
-    event: dict[str, str | int] = {
+    event: dict[str, Any] = {
         "type": "message",
         "room": stored.room,
         "id": stored.id,
@@ -111,6 +129,11 @@ def message_fields(stored: StoredMessage) -> dict[str, str | int]:
     }
     if stored.ref is not None:
         event["ref"] = stored.ref
+    if stored.meta is not None:
+        state = _lifecycle(stored.meta)
+        if "deleted" in state:
+            event["text"] = ""
+        event.update(state)
     return event
 
 
@@ -123,6 +146,81 @@ def message_json_around_id(room: str, nick: str, text: str, ts: int, ref: str | 
     return head, tail + "}"
 
 
+def update_json(entry: StoredMessage, target: StoredMessage) -> str:
+    """The ``update`` event of an amendment entry: what was done, by whom, and the original as it is now.
+
+    The original's current ``message`` event is spliced in, so a client
+    replaces its copy whole; a reaction also says which emoji, and whether
+    it was added (``on``) or taken back.
+    """
+    head, tail = update_json_around_id(entry, target)
+    return f"{head}{entry.id}{tail}"
+
+
+def update_json_around_id(entry: StoredMessage, target: StoredMessage) -> tuple[str, str]:
+    """:func:`update_json` before the entry's id is known, split where it goes (Redis's amend script puts it)."""
+    head = f'{{"type":"update","room":{json_string(entry.room)},"id":'
+    tail = (
+        f',"target":{entry.target},"action":{json_string(entry.kind or "")},"from":{json_string(entry.nick)},'
+        f'"ts":{entry.ts},"message":{message_json(target)}'
+    )
+    reaction = _reaction(entry)
+    if reaction:
+        tail += f",{compact_json(reaction)[1:-1]}"
+    if entry.ref is not None:  # the ref of the request that made it: the requester's answer, as a say's message
+        tail += f',"ref":{json_ref(entry.ref)}'
+    return head, tail + "}"
+
+
+def update(entry: StoredMessage, target: StoredMessage) -> Outgoing:
+    """The ``update`` event, encoded."""
+    return Outgoing(update_json(entry, target).encode())
+
+
+def update_fields(entry: StoredMessage, target: StoredMessage) -> dict[str, Any]:
+    """The ``update`` event as a dict (the HTTP history's entries): the same fields as :func:`update_json`."""
+    event: dict[str, Any] = {
+        "type": "update",
+        "room": entry.room,
+        "id": entry.id,
+        "target": entry.target,
+        "action": entry.kind or "",
+        "from": entry.nick,
+        "ts": entry.ts,
+        "message": message_fields(target),
+    }
+    event.update(_reaction(entry))
+    if entry.ref is not None:
+        event["ref"] = entry.ref
+    return event
+
+
+def _lifecycle(meta: str) -> dict[str, Any]:
+    """What an original's ``meta`` shows clients: ``edited`` (when), ``deleted``, non-empty ``reactions``."""
+    state = json.loads(meta)
+    if not isinstance(state, dict):
+        return {}
+    shown: dict[str, Any] = {}
+    if "edited" in state:
+        shown["edited"] = state["edited"]
+    if "deleted" in state:
+        shown["deleted"] = True
+    reactions = state.get("reactions")
+    if isinstance(reactions, dict) and reactions:
+        shown["reactions"] = reactions
+    return shown
+
+
+def _reaction(entry: StoredMessage) -> dict[str, Any]:
+    """A ``react`` entry's ``emoji`` and ``on``, from its meta; nothing for the other kinds."""
+    if entry.kind != "react" or entry.meta is None:
+        return {}
+    details = json.loads(entry.meta)
+    if not isinstance(details, dict):
+        return {}
+    return {key: details[key] for key in ("emoji", "on") if key in details}
+
+
 # -- the others ----------------------------------------------------------------------
 
 
@@ -131,13 +229,29 @@ def hello(nick: str, conn: str) -> Outgoing:
     return Outgoing.of({"type": "hello", "nick": nick, "conn": conn})
 
 
-def joined(room: str, members: list[str], replay: Replay, truncated: bool, reset: bool) -> Outgoing:
+def joined(
+    room: str,
+    members: list[str],
+    replay: Replay,
+    truncated: bool,
+    reset: bool,
+    *,
+    targets: Mapping[int, StoredMessage] | None = None,
+) -> Outgoing:
     """The answer to ``join``: members, position and history, each message's JSON spliced in.
 
-    Spliced, not re-encoded: a replay of 1000 messages is one join.
+    Spliced, not re-encoded: a replay of 1000 messages is one join. An
+    amendment entry is its ``update`` event, with its original's current
+    version from ``targets`` (by id); one whose original is not there is
+    left out.
     """
     head = compact_json({"type": "joined", "room": room, "members": members, "epoch": replay.epoch})
-    history = ",".join(message_json(stored) for stored in replay.messages)
+    found = targets or {}
+    history = ",".join(
+        message_json(stored) if stored.kind is None else update_json(stored, found[stored.target])  # type: ignore[index]
+        for stored in replay.messages
+        if stored.kind is None or stored.target in found
+    )
     more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
     return Outgoing(f'{head[:-1]},"history":[{history}]{more}}}'.encode())
 

@@ -86,8 +86,12 @@ def amendment(
     ts: int,
     text: str = "",
     meta: dict[str, Any] | None = None,
+    ref: Ref | None = None,
 ) -> StoredMessage:
-    """The entry that records an amendment of ``target`` in its room's sequence (the store gives it its id)."""
+    """The entry that records an amendment of ``target`` in its room's sequence (the store gives it its id).
+
+    ``ref`` is the request's: it comes back in the ``update``, which answers it.
+    """
     return StoredMessage(
-        target.room, 0, nick, text, ts, None, author, kind, target.id, compact_json(meta) if meta else None
+        target.room, 0, nick, text, ts, ref, author, kind, target.id, compact_json(meta) if meta else None
     )

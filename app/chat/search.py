@@ -14,6 +14,13 @@ reader, which never blocks its writer), so the history's commits never wait
 for the index's. It survives restarts, catches up on what was stored while
 it was away, and can be deleted at any time (it is rebuilt).
 
+Only originals are indexed, as they are when indexed; an amendment entry is
+not, but an edit or deletion re-indexes its original: its row goes, and
+comes back with its new text unless it was deleted. Each indexed message's
+FTS rowid is kept in ``fts_keys`` for that. A search returns each message as
+the history has it now (its meta included), and never a deleted one; an
+edited one is found by its old words only until the next pass.
+
 A query is words: each is matched as a whole word or its start (``deplo``
 finds ``deployed``), without case or accents, all of them in one message;
 FTS5's own syntax is not exposed (quotes, ``OR``, ``NEAR`` … are plain text).
@@ -25,7 +32,6 @@ refuses, and docs/protocol.md §6 says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sqlite3
@@ -38,7 +44,8 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-from .protocol import ChatError
+from .protocol import PRIVATE_PREFIXES, ChatError
+from .sqlite_history import history_columns
 from .store import StoredMessage
 
 __all__ = ["MAX_QUERY", "NoSearch", "SQLiteSearch", "Search", "fts_query"]
@@ -53,19 +60,40 @@ MAX_QUERY = 200
 MAX_WORDS = 16
 _WORD = re.compile(r"\w+", re.UNICODE)
 
+#: The index's layout; an index file of an older one is dropped and rebuilt at open.
+VERSION = 2
 SCHEMA = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(text, room UNINDEXED, id UNINDEXED, "
     "nick UNINDEXED, ts UNINDEXED, ref UNINDEXED, tokenize = 'unicode61 remove_diacritics 2')",
     "CREATE TABLE IF NOT EXISTS fts_indexed (room TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+    # Each indexed message's rowid in messages_fts: an edit or deletion finds its original's row by it
+    # (room and id are UNINDEXED columns: looking them up would read the whole index).
+    "CREATE TABLE IF NOT EXISTS fts_keys (room TEXT NOT NULL, id INTEGER NOT NULL, UNIQUE (room, id))",
 )
-#: A history row as the index keeps it: the ref as JSON (a string or an integer, see sqlite_history's SCHEMA).
-#: Copied inside SQLite, the GIL released, one statement a room: no Python work per message, which
+#: A history row worth finding: an original (no amendment entry), neither deleted nor empty.
+_SHOWN = (
+    "m.kind IS NULL AND m.text != '' AND "
+    "CASE WHEN m.meta IS NULL THEN 1 WHEN json_valid(m.meta) THEN json_type(m.meta, '$.deleted') IS NULL ELSE 1 END"
+)
+#: Copied inside SQLite, the GIL released, a few statements a room: no Python work per message, which
 #: would hold the GIL from the hub (the ref as JSON: a string quoted, an integer's BLOB as its digits).
-INDEX_ROOM = (
-    "INSERT INTO messages_fts (text, room, id, nick, ts, ref) "
-    "SELECT text, room, id, nick, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS TEXT) ELSE json_quote(ref) END "
-    "FROM history.messages WHERE room = ? AND id > ? AND id <= ?"
+KEY_ROOM = (
+    "INSERT OR IGNORE INTO fts_keys (room, id) "
+    "SELECT room, id FROM history.messages WHERE room = ? AND id > ? AND id <= ? AND kind IS NULL"
 )
+_INSERT_FTS = (
+    "INSERT INTO messages_fts (rowid, text, room, id, nick, ts, ref) SELECT k.rowid, m.text, m.room, m.id, m.nick, "
+    "m.ts, CASE typeof(m.ref) WHEN 'blob' THEN CAST(m.ref AS TEXT) ELSE json_quote(m.ref) END "
+    "FROM history.messages AS m JOIN fts_keys AS k ON k.room = m.room AND k.id = m.id "
+)
+#: The room's new originals, as they are now (an original edited since it was sent has its new text).
+INDEX_ROOM = f"{_INSERT_FTS} WHERE m.room = ? AND m.id > ? AND m.id <= ? AND {_SHOWN}"
+#: The originals the room's new edits and deletions changed: their rows go, and come back as they are now.
+_AMENDED = "SELECT target FROM history.messages WHERE room = ? AND id > ? AND id <= ? AND kind IN ('edit', 'delete')"
+UNINDEX_AMENDED = (
+    f"DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM fts_keys WHERE room = ? AND id IN ({_AMENDED}))"
+)
+REINDEX_AMENDED = f"{_INSERT_FTS} WHERE m.room = ? AND m.id IN ({_AMENDED}) AND {_SHOWN}"
 
 
 def index_path(history_path: str) -> str:
@@ -79,8 +107,14 @@ class Search(Protocol):
 
     def close(self) -> None: ...
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
-        """The messages matching ``query`` (in ``rooms``, or every room), best first; ``ChatError`` if refused."""
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
+        """The messages matching ``query``, best first; ``ChatError`` if refused.
+
+        In ``rooms``; or (None) in every public room and the ``private`` ones
+        (the private rooms and conversations the asker is a member of).
+        """
 
 
 def fts_query(query: str) -> str:
@@ -149,15 +183,18 @@ class SQLiteSearch:
             indexed[room] = upto
         return sum(upto - after for after, upto in todo.values())
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
         match = fts_query(query)
         if self._pool is None:
             raise ChatError("unavailable", "search is not open")
         names = None if rooms is None else sorted(set(rooms))
         if names == []:
             return []
-        rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit))
-        return [StoredMessage(room, id_, nick, text, ts, json.loads(ref)) for room, id_, nick, text, ts, ref in rows]
+        allowed = sorted(set(private))
+        rows: list[tuple[Any, ...]] = self._pool.apply(_search, (self._conn, match, names, limit, allowed))
+        return list(map(StoredMessage._make, rows))
 
 
 class NoSearch:
@@ -169,7 +206,9 @@ class NoSearch:
     def close(self) -> None:
         pass
 
-    def search(self, query: str, rooms: Iterable[str] | None, limit: int) -> list[StoredMessage]:
+    def search(
+        self, query: str, rooms: Iterable[str] | None, limit: int, private: Iterable[str] = ()
+    ) -> list[StoredMessage]:
         raise ChatError(
             "unsupported", "search needs the embedded SQLite store: it is off with CHAT_REDIS_URL", status=501
         )
@@ -185,6 +224,11 @@ def _open(path: str, history_path: str) -> tuple[sqlite3.Connection, dict[str, i
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # an index: rebuilt if a power cut loses its last pass
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version != VERSION:  # made before edits and deletions were re-indexed: rebuilt
+            for table in ("messages_fts", "fts_indexed", "fts_keys"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"PRAGMA user_version = {VERSION}")
         for statement in SCHEMA:
             conn.execute(statement)
         history_uri = "file:" + urllib.parse.quote(str(Path(history_path).resolve())) + "?mode=ro"
@@ -201,7 +245,10 @@ def _index(conn: sqlite3.Connection, todo: dict[str, tuple[int, int]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for room, (after, upto) in todo.items():
+            conn.execute(KEY_ROOM, (room, after, upto))
             conn.execute(INDEX_ROOM, (room, after, upto))
+            conn.execute(UNINDEX_AMENDED, (room, room, after, upto))
+            conn.execute(REINDEX_AMENDED, (room, room, after, upto))
         conn.executemany(
             "INSERT INTO fts_indexed (room, last_id) VALUES (?, ?) "
             "ON CONFLICT (room) DO UPDATE SET last_id = excluded.last_id",
@@ -213,13 +260,25 @@ def _index(conn: sqlite3.Connection, todo: dict[str, tuple[int, int]]) -> None:
         raise
 
 
-def _search(conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit: int) -> list[tuple[Any, ...]]:
-    where = "messages_fts MATCH ?"
+def _search(
+    conn: sqlite3.Connection, match: str, rooms: list[str] | None, limit: int, private: list[str]
+) -> list[tuple[Any, ...]]:
+    where = f"messages_fts MATCH ? AND {_SHOWN}"
     params: list[Any] = [match]
     if rooms is not None:
-        where += f" AND room IN ({', '.join('?' * len(rooms))})"
+        where += f" AND f.room IN ({', '.join('?' * len(rooms))})"
         params += rooms
-    sql = f"SELECT room, id, nick, text, ts, ref FROM messages_fts WHERE {where} ORDER BY rank, ts DESC LIMIT ?"
+    else:  # every public room (names the server never gives a private room), and the asker's private ones
+        public = " AND ".join(f"substr(f.room, 1, {len(prefix)}) != ?" for prefix in PRIVATE_PREFIXES)
+        mine = f" OR f.room IN ({', '.join('?' * len(private))})" if private else ""
+        where += f" AND (({public}){mine})"
+        params += [*PRIVATE_PREFIXES, *private]
+    # Each found message as the history has it now (its meta too), a deletion not yet indexed left out.
+    sql = (
+        f"SELECT {history_columns('m')} FROM messages_fts AS f "
+        f"JOIN history.messages AS m ON m.room = f.room AND m.id = f.id "
+        f"WHERE {where} ORDER BY f.rank, f.ts DESC LIMIT ?"
+    )
     try:
         return conn.execute(sql, [*params, limit]).fetchall()
     except sqlite3.OperationalError as exc:  # a query FTS5 refuses after all

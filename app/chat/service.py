@@ -476,14 +476,22 @@ class ChatService:
             raise ChatError("unknown_user", f"there is no account {nick!r}", ref)
         return name
 
-    def _change_room(self, room: str, change: Callable[[RoomSettings], RoomSettings], ref: Ref | None) -> RoomSettings:
-        """Change a room's settings, make every process read them again, and show its members the result."""
+    def _change_room(
+        self, member: Member, room: str, change: Callable[[RoomSettings], RoomSettings], ref: Ref | None
+    ) -> RoomSettings:
+        """Change a room's settings, make every process read them again, and show the result.
+
+        The one who changed it gets the ``room`` event with its ``ref`` (the
+        answer to the command), the room's other members the same without.
+        """
         assert self.directory is not None
         updated = self.directory.update(room, change)
         if updated is None:
             raise absent(room, ref)
         self._order({"op": "room", "room": room})
-        self.broker.publish(room, events.room(self.rules.describe(room, updated)))
+        described = self.rules.describe(room, updated)
+        self.broker.publish(room, events.room(described), exclude_conn=member.conn_id)
+        member.send(events.room(described, ref))
         return updated
 
     def _announce(self, room: str, actor: str, action: str, target: str, detail: str, line: str) -> None:
@@ -525,7 +533,7 @@ class ChatService:
         name = self._account_named(command.nick, command.ref)
         if settings.is_member(name):
             return  # a member already: nothing changes
-        updated = self._change_room(command.room, lambda s: s.with_member(name), command.ref)
+        updated = self._change_room(member, command.room, lambda s: s.with_member(name), command.ref)
         self._order(
             {"op": "invited", "account": account_key(name), "room": command.room, "by": actor, "title": updated.title}
         )
@@ -545,7 +553,7 @@ class ChatService:
             return
         name = next(m for m in settings.members if account_key(m) == account_key(command.nick))
         assert account is not None
-        self._change_room(command.room, lambda s: s.without_member(name), command.ref)
+        self._change_room(member, command.room, lambda s: s.without_member(name), command.ref)
         self._order({"op": "removed", "account": account_key(name), "room": command.room, "by": account})
         line = f"{name} left" if leaving else f"{account} removed {name}"
         self._announce(command.room, account, "remove", name, "", line)
@@ -560,7 +568,7 @@ class ChatService:
             raise ChatError("forbidden", f"{name} is not a member of this room: invite them first", command.ref)
         if settings.is_owner(name) or (name in settings.moderators) == command.on:
             return
-        self._change_room(command.room, lambda s: s.with_moderator(name, command.on), command.ref)
+        self._change_room(member, command.room, lambda s: s.with_moderator(name, command.on), command.ref)
         if command.on:
             self._announce(command.room, account, "moderator", name, "", f"{account} made {name} a moderator")
         else:
@@ -571,7 +579,7 @@ class ChatService:
         if settings.is_moderator(command.nick):
             raise ChatError("forbidden", "owners and moderators cannot be muted", command.ref)
         until = self._clock() + command.seconds
-        self._change_room(command.room, lambda s: s.with_mute(command.nick, until), command.ref)
+        self._change_room(member, command.room, lambda s: s.with_mute(command.nick, until), command.ref)
         if command.seconds:
             detail = f"{command.seconds} s"
             line = f"{actor} muted {command.nick} for {_duration(command.seconds)}"
@@ -583,7 +591,7 @@ class ChatService:
         actor, settings = self._moderated(member, command.room, command.ref)
         if settings.slow == command.seconds:
             return
-        self._change_room(command.room, lambda s: s.with_slow(command.seconds), command.ref)
+        self._change_room(member, command.room, lambda s: s.with_slow(command.seconds), command.ref)
         if command.seconds:
             line = f"{actor} turned slow mode on: one message every {_duration(command.seconds)}"
         else:
@@ -622,26 +630,32 @@ class ChatService:
                 raise ChatError("forbidden", "you may edit only your own messages", command.ref)
             ts = int(self._clock() * 1000)
             target = lifecycle.edited(original, command.text, ts)
-            return target, lifecycle.amendment(original, "edit", member.nick, member.session_id, ts, command.text)
+            return target, lifecycle.amendment(
+                original, "edit", member.nick, member.session_id, ts, command.text, ref=command.ref
+            )
 
         self._amend(member, command.room, command.id, command.ref, plan)
 
     def _delete(self, member: Member, command: Delete) -> None:
+        """Delete one's own message; a moderator may delete anyone's, which goes into the moderation log."""
         account = account_name(member)
+        whose: list[str] = []  # the sender of the message deleted (a moderator's deletion of another's is logged)
 
         def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage]:
             moderator = settings is not None and account is not None and settings.is_moderator(account)
             if original.author != member.session_id and not moderator:
                 raise ChatError("forbidden", "you may delete only your own messages", command.ref)
+            whose[:] = [original.nick] if original.author != member.session_id else []
             ts = int(self._clock() * 1000)
             return lifecycle.deleted(original), lifecycle.amendment(
-                original, "delete", member.nick, member.session_id, ts
+                original, "delete", member.nick, member.session_id, ts, ref=command.ref
             )
 
         entry = self._amend(member, command.room, command.id, command.ref, plan)
-        if entry is not None and entry.author != member.session_id and account is not None:
+        if entry is not None and whose and account is not None:
             assert self.directory is not None
-            self.directory.record(ModAction(entry.ts, command.room, account, "delete", "", f"message {command.id}"))
+            action = ModAction(entry.ts, command.room, account, "delete", whose[0], f"message {command.id}")
+            self.directory.record(action)
 
     def _react(self, member: Member, command: React) -> None:
         self._check_voice(member, command.room, command.ref)
@@ -652,7 +666,9 @@ class ChatService:
                 return None  # as asked already
             ts = int(self._clock() * 1000)
             meta = {"emoji": command.emoji, "on": command.on}
-            return target, lifecycle.amendment(original, "react", member.nick, member.session_id, ts, meta=meta)
+            return target, lifecycle.amendment(
+                original, "react", member.nick, member.session_id, ts, meta=meta, ref=command.ref
+            )
 
         self._amend(member, command.room, command.id, command.ref, plan)
 
@@ -924,11 +940,13 @@ class ChatService:
         """A room's history as event objects: after ``since``, or the last ``limit`` messages."""
         found = self.history.recent(room, limit) if since is None else self.history.since(room, since, limit)
         targets = self._targets(room, found)
-        return [
-            events.update_fields(m, targets[m.target]) if m.kind is not None else events.message_fields(m)
-            for m in found
-            if m.kind is None or m.target in targets
-        ]
+        page = []
+        for message in found:
+            if message.kind is None:
+                page.append(events.message_fields(message))
+            elif message.target in targets:  # else its message was trimmed away (Redis): nothing to show
+                page.append(events.update_fields(message, targets[message.target]))
+        return page
 
 
 def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:

@@ -81,6 +81,28 @@ it never fails a message.
 Backpressure: when ``max_pending`` messages wait for a batch, ``submit()``
 blocks the calling greenlet (never the hub) until the flusher takes some.
 
+Amendments
+----------
+:meth:`SQLiteHistory.amend` (an edit, deletion or reaction: see
+:mod:`app.chat.store`) is queued like a message and gets the room's next id
+at once, so ids stay in order and gap-free. Its batch inserts the entry row
+and rewrites the original (``UPDATE … WHERE meta IS expected``) in the same
+transaction. The compare-and-set is decided in Python, at ``amend()`` time,
+against the original as the amendments already queued leave it (else as
+acknowledged: the tail cache, or a read): a conflict is reported there and
+then, before an id is given, so no id is ever lost to one. This process is
+the database's only writer, so the ``UPDATE``'s condition cannot fail but
+through a bug; if it does, the batch fails as a failed commit does (its
+rooms' ids taken back), its amendments with a
+:class:`~app.chat.store.Conflict`. Once the commit returned, the tail cache
+gets the rewritten original *before* the amendment's ``on_stored`` runs: no
+read shows the old text after it. (A read of the database may show the new
+text a moment earlier, between the commit and ``on_stored``.)
+
+Databases made before amendments lack the columns ``author``, ``kind``,
+``target`` and ``meta``: :meth:`SQLiteHistory.open` adds them (``ALTER
+TABLE``, NULL in the old rows, which are chat messages).
+
 Epoch
 -----
 A message's position is its id *and* the history's epoch: a random name
@@ -93,6 +115,7 @@ told to reset instead of being sent the wrong messages, or none.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import sqlite3
 import time
@@ -108,7 +131,7 @@ from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
 from .protocol import Ref
-from .store import ONCE_SECONDS, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
+from .store import ONCE_SECONDS, Conflict, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
 
 __all__ = ["SQLiteHistory"]
 
@@ -148,17 +171,41 @@ CREATE TABLE IF NOT EXISTS messages (
     -- the client's ref: a string, or an integer as a BLOB of its decimal digits
     -- (TEXT affinity would store an integer as a string; SELECT_COLUMNS turns it back)
     ref TEXT,
+    -- who sent it (a session id), an amendment entry's kind and target, the service's opaque JSON
+    author TEXT,
+    kind TEXT,
+    target INTEGER,
+    meta TEXT,
     PRIMARY KEY (room, id)
 ) WITHOUT ROWID
 """
+#: The columns a database made before amendments lacks: added at open (``ALTER TABLE``; NULL in old rows).
+ADDED_COLUMNS = (("author", "TEXT"), ("kind", "TEXT"), ("target", "INTEGER"), ("meta", "TEXT"))
 #: One row per setting of the database: its ``epoch``, set once when it is created.
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 NEW_EPOCH = "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)"
 SELECT_EPOCH = "SELECT value FROM meta WHERE key = 'epoch'"
-INSERT = "INSERT INTO messages (room, id, nick, text, ts, ref) VALUES (?, ?, ?, ?, ?, ?)"
-COLUMNS = "room, id, nick, text, ts, CASE typeof(ref) WHEN 'blob' THEN CAST(ref AS INTEGER) ELSE ref END"
+INSERT = (
+    "INSERT INTO messages (room, id, nick, text, ts, ref, author, kind, target, meta) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: An amendment's rewrite of its original: only if it still is the version the amendment was checked against.
+REWRITE = "UPDATE messages SET text = ?, meta = ? WHERE room = ? AND id = ? AND kind IS NULL AND meta IS ?"
+
+
+def history_columns(table: str = "") -> str:
+    """The columns of a :class:`StoredMessage`, in its order (of ``table``, when given), the ref as stored."""
+    t = f"{table}." if table else ""
+    return (
+        f"{t}room, {t}id, {t}nick, {t}text, {t}ts, CASE typeof({t}ref) WHEN 'blob' THEN CAST({t}ref AS INTEGER) "
+        f"ELSE {t}ref END, {t}author, {t}kind, {t}target, {t}meta"
+    )
+
+
+COLUMNS = history_columns()
 SELECT_RECENT = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? ORDER BY id DESC LIMIT ?"
 SELECT_SINCE = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?"
+SELECT_IDS = f"SELECT {COLUMNS} FROM messages WHERE room = ? AND id <= ? AND id IN (SELECT value FROM json_each(?))"
 SELECT_LAST_IDS = "SELECT room, MAX(id) FROM messages GROUP BY room"
 SELECT_LAST_ID = "SELECT MAX(id) FROM messages WHERE room = ?"
 #: The messages with a ref sent since ``?`` (ms), among the last RECENT_TAIL of each room: retries to recognize.
@@ -172,14 +219,21 @@ WHERE m.ts > ? AND m.ref IS NOT NULL
 PIN_READ = "SELECT 1 FROM messages LIMIT 1"
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
-Row = tuple[str, int, str, str, int, str | bytes | int | None]
+#: A row of ``messages``: a :class:`StoredMessage`'s fields (an integer ref as a BLOB when written).
+Row = tuple[Any, ...]
+#: The parameters of :data:`REWRITE`: new text, new meta, room, id, expected meta.
+Rewrite = tuple[str, str | None, str, int, str | None]
 
 
 def _row(message: StoredMessage) -> Row:
     """The row to insert: the message itself, an integer ref as a BLOB (see SCHEMA)."""
     if type(message.ref) is int:
-        return (*message[:5], str(message.ref).encode())
+        return (*message[:5], str(message.ref).encode(), *message[6:])
     return message
+
+
+class _StaleTarget(sqlite3.Error):
+    """An amendment's original was not the version checked in :meth:`SQLiteHistory.amend` (a bug if ever)."""
 
 
 class _State(enum.Enum):
@@ -199,6 +253,9 @@ class _Pending:
     holds_slot: bool
     #: Sent once (with a ref): its retries wait for it (see RecentSends).
     once: bool = False
+    #: An amendment entry's original, rewritten, and the meta it replaces (``message`` is the entry).
+    rewritten: StoredMessage | None = None
+    expected_meta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +313,10 @@ class SQLiteHistory:
         self._acked: dict[str, int] = {}
         #: per recently read room, its last acknowledged messages (an LRU of rooms)
         self._tails: OrderedDict[str, deque[StoredMessage]] = OrderedDict()
+        #: per (room, id) of an original with amendments queued: how many, and its newest version among them
+        self._amending: dict[tuple[str, int], tuple[int, StoredMessage]] = {}
+        #: amendments acknowledged so far (a read of an original that saw this change may be stale)
+        self._amendments_acked = 0
         self._queue: deque[_Pending] = deque()
         self._queued = Event()  # set when the flusher has something to do
         self._slots = Semaphore(max_pending)
@@ -371,7 +432,16 @@ class SQLiteHistory:
     # -- writing ------------------------------------------------------------
 
     def submit(
-        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, *, once: bool = False
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        ts: int,
+        ref: Ref | None,
+        on_stored: OnStored,
+        *,
+        once: bool = False,
+        author: str | None = None,
     ) -> int:
         """Give the message the room's next id and queue it; ``on_stored`` reports the commit.
 
@@ -384,6 +454,7 @@ class SQLiteHistory:
         With ``once``, a retry (same room, nick and ref within
         :data:`~app.chat.store.ONCE_SECONDS`) is not queued: it returns 0 and
         ``on_stored`` gets the original, as a :class:`~app.chat.store.Duplicate`.
+        ``author`` (the sender's session id) is stored with it.
         """
         self._check_open()
         once = once and ref is not None
@@ -396,11 +467,64 @@ class SQLiteHistory:
             self._check_open()
         message_id = self._last_ids.get(room, 0) + 1
         self._last_ids[room] = message_id
-        message = StoredMessage(room, message_id, nick, text, ts, ref)
+        message = StoredMessage(room, message_id, nick, text, ts, ref, author)
         self._queue.append(_Pending(message, on_stored, self._next_seq, holds_slot, once))
         self._next_seq += 1
         self._queued.set()
         return message_id
+
+    def amend(self, target: StoredMessage, expected_meta: str | None, entry: StoredMessage, on_stored: OnStored) -> int:
+        """Check the original is at ``expected_meta``, then queue its rewrite and the entry; see the module docstring.
+
+        Returns the entry's id at once, or 0 when the check failed:
+        ``on_stored`` then already got a :class:`~app.chat.store.Conflict`,
+        called from here. Raises :class:`HistoryError` when the history is
+        not open or the original cannot be read.
+        Only ``target``'s text and meta are written: its other fields stay as
+        stored. Blocks the calling greenlet while the original is read (when
+        not in the tail cache) or ``max_pending`` messages wait.
+        """
+        self._check_open()
+        holds_slot = self._take_slot()
+        try:
+            self._check_open()
+            current = self._current_version(target.room, target.id)
+        except BaseException:
+            if holds_slot:
+                self._slots.release()
+            raise
+        if current is None or current.kind is not None or current.meta != expected_meta:
+            if holds_slot:
+                self._slots.release()
+            on_stored(Conflict(f"{target.room}#{target.id} is not at the version read; read it again"))
+            return 0
+        room, key = target.room, (target.room, target.id)
+        rewritten = current._replace(text=target.text, meta=target.meta)
+        message_id = self._last_ids.get(room, 0) + 1
+        self._last_ids[room] = message_id
+        stored = entry._replace(room=room, id=message_id, target=target.id)
+        self._amending[key] = (self._amending.get(key, (0, rewritten))[0] + 1, rewritten)
+        self._queue.append(_Pending(stored, on_stored, self._next_seq, holds_slot, False, rewritten, expected_meta))
+        self._next_seq += 1
+        self._queued.set()
+        return message_id
+
+    def _current_version(self, room: str, message_id: int) -> StoredMessage | None:
+        """The original as the amendments queued so far leave it: what the next amendment must be checked against.
+
+        The newest queued amendment's version if there is one, else the
+        acknowledged version (a read). A read that an amendment's
+        acknowledgement overtook may show the version before it: read again.
+        """
+        for _ in range(3):
+            seen = self._amendments_acked
+            found = self.get(room, [message_id]).get(message_id)
+            queued = self._amending.get((room, message_id))
+            if queued is not None:
+                return queued[1]
+            if self._amendments_acked == seen:
+                return found
+        return None  # amended faster than it can be read: a conflict, which the service retries
 
     def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failed) and its callbacks ran."""
@@ -483,8 +607,13 @@ class SQLiteHistory:
 
     def _store(self, batch: list[_Pending]) -> None:
         rows = [_row(pending.message) for pending in batch]
+        rewrites: list[Rewrite] = [
+            (rewritten.text, rewritten.meta, rewritten.room, rewritten.id, pending.expected_meta)
+            for pending in batch
+            if (rewritten := pending.rewritten) is not None
+        ]
         try:
-            failure = self._commit(rows)
+            failure = self._commit(rows, rewrites)
         except Exception as exc:  # a bug below, not an SQLite error: the rows' fate is unknown
             log.exception("writing a history batch failed unexpectedly")
             failure = _Failure(exc, {})
@@ -494,16 +623,18 @@ class SQLiteHistory:
                 message = pending.message
                 if pending.once:  # its retries, if any, get it too
                     self._recent.settle((message.room, message.nick, message.ref), message)  # type: ignore[arg-type]
+                if pending.rewritten is not None:  # before on_stored: from then on, no read shows the old version
+                    self._rewrite(pending.rewritten)
                 _notify(pending, message)
                 self._remember(message)
         else:
             self._fail(batch, failure)
 
-    def _commit(self, rows: list[Row]) -> _Failure | None:
-        """Commit the rows inline when that can neither fsync nor wait, else on the writer thread."""
+    def _commit(self, rows: list[Row], rewrites: list[Rewrite]) -> _Failure | None:
+        """Commit the rows (and rewrites) inline when that can neither fsync nor wait, else on the writer thread."""
         assert self._writer_pool is not None and self._writer is not None
         if not self._inline:
-            failure: _Failure | None = self._writer_pool.apply(_write_batch, (self._writer, rows))
+            failure: _Failure | None = self._writer_pool.apply(_write_batch, (self._writer, rows, rewrites))
             return failure
         checkpointing = self._checkpointing
         if checkpointing is not None and checkpointing.ready():
@@ -512,14 +643,14 @@ class SQLiteHistory:
             self._release_pin()
             self._restart_due = True
         if not self._restart_due:
-            outcome = _write_inline(self._writer, rows)
+            outcome = _write_inline(self._writer, rows, rewrites)
             if outcome is not _Locked.LOCKED:
                 self._committed(len(rows), outcome)
                 return outcome
         # Restarting the WAL (fsync), or another connection holds the write
         # lock: on the writer thread, which may wait.
         restart = self._restart_due
-        error, failure = self._writer_pool.apply(_write_batch_waiting, (self._writer, rows, restart))
+        error, failure = self._writer_pool.apply(_write_batch_waiting, (self._writer, rows, rewrites, restart))
         if error is not None:
             log.error("checkpointing the history before a commit failed: %s", error)
         if restart and failure is None:
@@ -571,8 +702,13 @@ class SQLiteHistory:
             else:
                 self._last_ids.pop(room, None)
         for pending in [*batch, *behind]:
-            error = HistoryError(f"message {pending.message.room}#{pending.message.id} not stored: {failure.error}")
+            stale = isinstance(failure.error, _StaleTarget) and pending.rewritten is not None
+            error = (Conflict if stale else HistoryError)(
+                f"message {pending.message.room}#{pending.message.id} not stored: {failure.error}"
+            )
             error.__cause__ = failure.error
+            if pending.rewritten is not None:
+                self._forget_amendment(pending.rewritten)
             if pending.once:
                 message = pending.message
                 self._recent.settle((message.room, message.nick, message.ref), error)  # type: ignore[arg-type]
@@ -589,6 +725,23 @@ class SQLiteHistory:
         elif self._acked.get(room, 0) == 0:
             self._cache_tail(room, [message])  # a new room: its whole history is this
         self._acked[room] = message.id
+
+    def _rewrite(self, original: StoredMessage) -> None:
+        """An amendment is acknowledged: its original's new version replaces the old in the tail cache."""
+        self._forget_amendment(original)
+        self._amendments_acked += 1
+        tail = self._tails.get(original.room)
+        if tail and tail[0].id <= original.id <= tail[-1].id:
+            tail[original.id - tail[0].id] = original  # the tail is contiguous: ids without gaps
+
+    def _forget_amendment(self, original: StoredMessage) -> None:
+        """One amendment of ``original`` is no longer queued (acknowledged, or failed)."""
+        key = (original.room, original.id)
+        count, newest = self._amending[key]
+        if count > 1:
+            self._amending[key] = (count - 1, newest)
+        else:
+            del self._amending[key]
 
     def _cache_tail(self, room: str, messages: list[StoredMessage]) -> None:
         self._tails[room] = deque(messages[-TAIL_SIZE:], maxlen=TAIL_SIZE)
@@ -639,6 +792,19 @@ class SQLiteHistory:
         if cached is not None:
             return cached[:limit]
         return list(map(StoredMessage._make, self._read(SELECT_SINCE, (room, after_id, acked, limit))))
+
+    def get(self, room: str, ids: Iterable[int]) -> dict[int, StoredMessage]:
+        """The current version of these acknowledged ids of the room (from the tail cache when it holds them)."""
+        self._check_open()
+        acked = self._acked.get(room, 0)
+        wanted = {message_id for message_id in ids if 0 < message_id <= acked}
+        if not wanted:
+            return {}
+        tail = self._tails.get(room)
+        if tail and tail[0].id <= min(wanted):
+            return {message.id: message for message in tail if message.id in wanted}
+        rows = self._read(SELECT_IDS, (room, acked, json.dumps(sorted(wanted))))
+        return {message.id: message for message in map(StoredMessage._make, rows)}
 
     def last_id(self, room: str) -> int:
         """The last id given in the room (0 if none); may be ahead of what is committed yet."""
@@ -716,6 +882,10 @@ def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[
         if inline:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, off the hub
         conn.execute(SCHEMA)
+        present = {column[1] for column in conn.execute("PRAGMA table_info(messages)")}
+        for name, sql_type in ADDED_COLUMNS:
+            if name not in present:  # a database made before amendments: its rows get NULL
+                conn.execute(f"ALTER TABLE messages ADD COLUMN {name} {sql_type}")
         conn.execute(META_SCHEMA)
         conn.execute(NEW_EPOCH, (new_epoch(),))  # a database older than epochs gets one now
         (epoch,) = conn.execute(SELECT_EPOCH).fetchone()
@@ -726,16 +896,16 @@ def _open_writer(path: str, synchronous: str) -> tuple[sqlite3.Connection, dict[
     return conn, last_ids, epoch
 
 
-def _write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:
+def _write_batch(conn: sqlite3.Connection, rows: list[Row], rewrites: list[Rewrite]) -> _Failure | None:
     """Commit the rows in one transaction; on failure, roll back and re-read the rooms' last ids."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         return _rolled_back(conn, rows, exc)
-    return _insert_and_commit(conn, rows)
+    return _insert_and_commit(conn, rows, rewrites)
 
 
-def _try_write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | _Locked | None:
+def _try_write_batch(conn: sqlite3.Connection, rows: list[Row], rewrites: list[Rewrite]) -> _Failure | _Locked | None:
     """:func:`_write_batch` that does not wait (the connection's busy timeout is 0): LOCKED if it would."""
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -743,17 +913,20 @@ def _try_write_batch(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | _L
         if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
             return _Locked.LOCKED
         return _rolled_back(conn, rows, exc)
-    return _insert_and_commit(conn, rows)
+    return _insert_and_commit(conn, rows, rewrites)
 
 
-def _write_inline(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | _Locked | None:
+def _write_inline(conn: sqlite3.Connection, rows: list[Row], rewrites: list[Rewrite]) -> _Failure | _Locked | None:
     """On the hub: :func:`_try_write_batch`, which there neither waits nor fsyncs (see the module docstring)."""
-    return _try_write_batch(conn, rows)
+    return _try_write_batch(conn, rows, rewrites)
 
 
-def _insert_and_commit(conn: sqlite3.Connection, rows: list[Row]) -> _Failure | None:
+def _insert_and_commit(conn: sqlite3.Connection, rows: list[Row], rewrites: list[Rewrite]) -> _Failure | None:
     try:
         conn.executemany(INSERT, rows)
+        for rewrite in rewrites:  # in queue order: a second amendment of one original expects the first's meta
+            if conn.execute(REWRITE, rewrite).rowcount != 1:
+                raise _StaleTarget(f"{rewrite[2]}#{rewrite[3]} changed since its amendment was checked")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         return _rolled_back(conn, rows, exc)
@@ -774,7 +947,7 @@ def _rolled_back(conn: sqlite3.Connection, rows: list[Row], error: sqlite3.Error
 
 
 def _write_batch_waiting(
-    conn: sqlite3.Connection, rows: list[Row], restart: bool
+    conn: sqlite3.Connection, rows: list[Row], rewrites: list[Rewrite], restart: bool
 ) -> tuple[sqlite3.Error | None, _Failure | None]:
     """On the writer thread, with synchronous=NORMAL: :func:`_write_batch`, waiting for the lock if need be.
 
@@ -788,7 +961,7 @@ def _write_batch_waiting(
             conn.execute(CHECKPOINT).fetchall()
         except sqlite3.Error as exc:
             error = exc
-    outcome = _try_write_batch(conn, rows)
+    outcome = _try_write_batch(conn, rows, rewrites)
     if outcome is not _Locked.LOCKED:
         return error, outcome
     try:
@@ -796,7 +969,7 @@ def _write_batch_waiting(
     except sqlite3.Error as exc:
         return error, _Failure(exc, {})
     try:
-        return error, _write_batch(conn, rows)
+        return error, _write_batch(conn, rows, rewrites)
     finally:
         try:
             conn.execute("PRAGMA busy_timeout=0")

@@ -10,18 +10,26 @@ the room's ids: when the store loses its data (a Redis restarted without
 persistence, a database file replaced) ids start again at 1 under a new
 epoch, so nobody mistakes the new message 3 for the old one (as Centrifugo's
 ``{offset, epoch}`` stream positions).
+
+Edits, deletions and reactions are *amendments*: the original message is
+rewritten in place (so no read ever returns its old text) and an amendment
+entry is appended to the room under the next id (so a client catching up
+with ``since`` sees it), both in one transaction or script. Who may amend,
+and what the new ``meta`` is, is the service's policy: the stores only
+compare-and-set the original's ``meta`` (:class:`Conflict`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from .protocol import Ref
 
 __all__ = [
     "ONCE_SECONDS",
+    "Conflict",
     "Duplicate",
     "History",
     "HistoryError",
@@ -38,10 +46,17 @@ ONCE_SECONDS = 300
 
 
 class StoredMessage(NamedTuple):
-    """A chat message as committed to the history (its event: :func:`app.chat.events.message`).
+    """A chat message, or an amendment of one, as committed to the history.
 
     A tuple, as SQLite reads and writes rows: a replay of 1000 messages makes
     1000 of these, and a frozen dataclass's ``__init__`` cost 3 times as much.
+
+    An *original* (``kind`` None) is a chat message (its event:
+    :func:`app.chat.events.message`); reads return it in its current version,
+    rewritten by the amendments made to it since. An *amendment entry*
+    (``kind`` "edit", "delete" or "react") takes the room's next id like a
+    message, so that clients catching up with ``since`` see it (its event:
+    :func:`app.chat.events.update`); ``target`` is the original's id.
     """
 
     room: str
@@ -53,6 +68,15 @@ class StoredMessage(NamedTuple):
     ts: int
     #: The sender's correlation id, kept so a reconnecting client can match its sends.
     ref: Ref | None = None
+    #: Who sent it: a session id (``account:bob``, a guest's); decides "own message", never sent to clients.
+    author: str | None = None
+    #: None for a chat message; "edit", "delete" or "react" for an amendment entry.
+    kind: str | None = None
+    #: An amendment entry's original message id.
+    target: int | None = None
+    #: Opaque JSON text, the service's business: an original's lifecycle state
+    #: (``{"edited":ts,"reactions":{..}}``), rewritten by amendments; an amendment entry's details.
+    meta: str | None = None
 
 
 class Replay(NamedTuple):
@@ -149,6 +173,16 @@ class HistoryUnavailable(HistoryError):
     """The shared store cannot be reached (Redis is down): nothing was stored; try again later."""
 
 
+class Conflict(HistoryError):
+    """An amendment's target changed since it was read (its meta is not the expected one), or is no original.
+
+    Nothing was stored. The service reads the target again and decides anew
+    (compare-and-set: the policy is the service's, the store only refuses to
+    write over a version the service has not seen). A target that does not
+    exist, or is itself an amendment entry, is reported the same way.
+    """
+
+
 class History(Protocol):
     """Durable, ordered message history of every room."""
 
@@ -163,18 +197,52 @@ class History(Protocol):
     def close(self) -> None: ...
 
     def submit(
-        self, room: str, nick: str, text: str, ts: int, ref: Ref | None, on_stored: OnStored, *, once: bool = False
+        self,
+        room: str,
+        nick: str,
+        text: str,
+        ts: int,
+        ref: Ref | None,
+        on_stored: OnStored,
+        *,
+        once: bool = False,
+        author: str | None = None,
     ) -> object:
         """Queue a message; ``on_stored`` gets the :class:`StoredMessage` once durable, or a :class:`HistoryError`.
 
         With ``once`` (and a ``ref``), a message of the same room, nick and
         ref within :data:`ONCE_SECONDS` is a retry: nothing is stored, and
-        ``on_stored`` gets the original as a :class:`Duplicate`.
+        ``on_stored`` gets the original as a :class:`Duplicate`. ``author``
+        (the sender's session id) is stored with it.
+        """
+
+    def amend(
+        self, target: StoredMessage, expected_meta: str | None, entry: StoredMessage, on_stored: OnStored
+    ) -> object:
+        """Rewrite an original and append its amendment entry, both or neither; queued like a message.
+
+        ``target`` is the original's new version: as stored, but for its new
+        ``text`` and ``meta``. ``expected_meta`` is the meta the service read:
+        if the stored original's differs, or it does not exist (or is no
+        original), nothing is written and ``on_stored`` gets a
+        :class:`Conflict`. ``entry`` is the amendment entry (``kind``,
+        ``target``, ``meta``, ``nick`` and ``author`` the actor's, ``text``
+        the new text of an edit, else ""); its ``id`` is ignored: it gets the
+        room's next id, in order with the messages. ``on_stored`` gets the
+        entry as stored once durable, after which reads return the rewritten
+        original; or a :class:`HistoryError`.
+        """
+
+    def get(self, room: str, ids: Iterable[int]) -> dict[int, StoredMessage]:
+        """The current version of these acknowledged ids of the room; ids not stored (or no longer) are absent.
+
+        For the targets of amendment entries outside a replay's window.
         """
 
     def flush(self) -> None: ...
 
-    def recent(self, room: str, limit: int = 50) -> list[StoredMessage]: ...
+    def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
+        """The last ``limit`` entries, oldest first: originals in their current version, amendment entries."""
 
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]: ...
 

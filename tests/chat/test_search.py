@@ -136,3 +136,51 @@ def test_with_redis_search_is_refused_as_unsupported_with_501() -> None:
 
 def test_a_query_becomes_quoted_prefixes() -> None:
     assert fts_query('deploy "now" OR x') == '"deploy"* "now"* "OR"* "x"*'
+
+
+def amend(history: SQLiteHistory, message_id: int, kind: str, text: str, meta: str) -> None:
+    """Edit or delete message ``message_id`` of room "a" as the service would, checking it went through."""
+    (original,) = history.get("a", [message_id]).values()
+    results: list[object] = []
+    entry = StoredMessage("a", 0, original.nick, text if kind == "edit" else "", 2, None, None, kind, message_id)
+    history.amend(original._replace(text=text, meta=meta), original.meta, entry, results.append)
+    history.flush()
+    assert isinstance(results[0], StoredMessage), results
+
+
+def test_an_edited_message_is_found_by_its_new_words_and_no_longer_by_its_old_ones(
+    history: SQLiteHistory, search: SQLiteSearch
+) -> None:
+    store(history, "a", "ann", "meet at the harbour")
+    store(history, "a", "bob", "harbour it is")
+    history.flush()
+    search.index_pending()
+    amend(history, 1, "edit", "meet at the station", '{"edited":2}')
+    search.index_pending()
+    assert texts(search.search("station", None, 10)) == ["meet at the station"]
+    assert texts(search.search("harbour", None, 10)) == ["harbour it is"]
+    (found,) = search.search("station", None, 10)
+    assert (found.id, found.meta, found.kind) == (1, '{"edited":2}', None), "the message as it is now"
+    assert search.search("edited", None, 10) == [], "amendment entries are not indexed"
+
+
+def test_a_deleted_message_is_not_found(history: SQLiteHistory, search: SQLiteSearch) -> None:
+    store(history, "a", "ann", "secret plans")
+    history.flush()
+    search.index_pending()
+    amend(history, 1, "delete", "", '{"deleted":2}')
+    assert search.search("secret", None, 10) == [], "not even before the indexer's next pass"
+    search.index_pending()
+    assert search.search("secret", None, 10) == []
+
+
+def test_a_message_edited_before_it_was_indexed_is_indexed_with_its_new_text(
+    history: SQLiteHistory, search: SQLiteSearch
+) -> None:
+    store(history, "a", "ann", "typo teh")
+    history.flush()
+    amend(history, 1, "edit", "typo the", '{"edited":2}')
+    amend(history, 1, "edit", "typo fixed", '{"edited":3}')
+    assert search.index_pending() == 3
+    assert texts(search.search("fixed", None, 10)) == ["typo fixed"]
+    assert search.search("teh", None, 10) == []

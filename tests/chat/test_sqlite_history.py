@@ -21,7 +21,7 @@ import pytest
 
 from app.chat import sqlite_history as history_module
 from app.chat.sqlite_history import SQLiteHistory
-from app.chat.store import HistoryError, StoredMessage
+from app.chat.store import Conflict, HistoryError, StoredMessage
 from tests.support.timeouts import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -915,3 +915,180 @@ def test_a_failed_inline_commit_takes_its_ids_back(history: SQLiteHistory, commi
     assert [type(r) for r in failed.results] == [HistoryError, HistoryError]
     assert history.last_id("lobby") == 1
     assert commits.paths() == ["thread", "inline"]
+
+
+# -- amendments: edit, delete, react ---------------------------------------------------
+
+#: The messages table as it was before amendments (git history of app/chat/sqlite_history.py).
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    nick TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    ref TEXT,
+    PRIMARY KEY (room, id)
+) WITHOUT ROWID
+"""
+
+
+def edit_of(original: StoredMessage, text: str, ts: int = 2000) -> tuple[StoredMessage, StoredMessage]:
+    """The original's new version and the edit entry, as the service makes them."""
+    meta = f'{{"edited":{ts}}}'
+    return original._replace(text=text, meta=meta), StoredMessage(
+        original.room, 0, original.nick, text, ts, None, original.author, "edit", original.id, None
+    )
+
+
+def every_read(history: SQLiteHistory, room: str, message_id: int) -> list[StoredMessage]:
+    """The message as each read returns it."""
+    return [
+        next(m for m in history.recent(room, 50) if m.id == message_id),
+        next(m for m in history.since(room, 0) if m.id == message_id),
+        next(m for m in history.replay(room, None, 50).messages if m.id == message_id),
+        next(m for m in history.replay(room, 0, 50).messages if m.id == message_id),
+        history.get(room, [message_id])[message_id],
+    ]
+
+
+def test_an_amendment_gets_the_next_id_and_every_read_shows_the_rewritten_original(history: SQLiteHistory) -> None:
+    done = Recorder()
+    history.submit("a", "ann", "helo", 1000, "r1", done, author="account:ann")
+    history.submit("a", "bob", "hi", 1001, None, done)
+    history.flush()
+    original = done.stored[0]
+    new_version, entry = edit_of(original, "hello")
+    assert history.amend(new_version, None, entry, done) == 3
+    history.flush()
+    stored_entry = done.results[-1]
+    assert stored_entry == StoredMessage("a", 3, "ann", "hello", 2000, None, "account:ann", "edit", 1, None)
+    for read in every_read(history, "a", 1):
+        assert read == StoredMessage("a", 1, "ann", "hello", 1000, "r1", "account:ann", None, None, '{"edited":2000}')
+    assert history.since("a", 2) == [stored_entry], "a client catching up sees the amendment"
+    assert history.get("a", [3, 2, 99]) == {3: stored_entry, 2: done.stored[1]}
+
+
+def test_no_read_shows_the_old_text_once_the_amendments_on_stored_runs(history: SQLiteHistory) -> None:
+    done = Recorder()
+    history.submit("a", "ann", "before", 1, None, done)
+    history.flush()
+    history.recent("a", 50)  # the tail cache holds the original
+    reads: list[list[StoredMessage]] = []
+
+    def on_stored(result: StoredMessage | HistoryError) -> None:
+        assert isinstance(result, StoredMessage), result
+        reads.append([history.get("a", [1])[1], history.recent("a", 50)[0]])
+
+    new_version, entry = edit_of(done.stored[0], "after")
+    history.amend(new_version, None, entry, on_stored)
+    history.flush()
+    assert [m.text for m in reads[0]] == ["after", "after"]
+
+
+def test_an_amendment_against_a_stale_meta_conflicts_and_stores_nothing_leaving_ids_gap_free(
+    history: SQLiteHistory, db_path: str
+) -> None:
+    done = Recorder()
+    history.submit("a", "ann", "hi", 1, None, done)
+    history.flush()
+    first, entry = edit_of(done.stored[0], "hi!")
+    history.amend(first, None, entry, done)
+    second, entry = edit_of(done.stored[0], "hi?")
+    assert history.amend(second, None, entry, done) == 0, "the first edit's meta is expected now, queued or not"
+    history.flush()
+    assert [type(result) for result in done.results] == [StoredMessage, Conflict, StoredMessage]
+    assert history.submit("a", "bob", "next", 3, None, done) == 3
+    history.flush()
+    assert rows_on_disk(db_path, "a") == [1, 2, 3]
+    assert history.get("a", [1])[1].text == "hi!"
+    third, entry = edit_of(first, "hi, all")
+    assert history.amend(third, first.meta, entry, done) == 4, "with the meta it has, it goes through"
+    history.flush()
+    assert history.recent("a", 1)[0].kind == "edit"
+    assert history.get("a", [1])[1].text == "hi, all"
+
+
+def test_amending_a_missing_message_or_an_amendment_entry_conflicts(history: SQLiteHistory) -> None:
+    done = Recorder()
+    history.submit("a", "ann", "hi", 1, None, done)
+    history.flush()
+    new_version, entry = edit_of(done.stored[0]._replace(id=7), "ghost")
+    assert history.amend(new_version, None, entry, done) == 0
+    new_version, entry = edit_of(done.stored[0], "real")
+    history.amend(new_version, None, entry, done)
+    history.flush()
+    amendment = done.results[-1]
+    assert isinstance(amendment, StoredMessage)
+    new_version, entry = edit_of(amendment, "edit of an edit")
+    assert history.amend(new_version, None, entry, done) == 0
+    history.flush()
+    assert [type(result) for result in done.results] == [StoredMessage, Conflict, StoredMessage, Conflict]
+    assert history.last_id("a") == 2
+
+
+def test_amendments_and_authors_are_read_back_from_the_database_after_a_restart(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    done = Recorder()
+    for i in range(60):  # more than the tail cache holds
+        first.submit("a", "ann", f"m{i}", i, i, done, author="account:ann")
+    first.flush()
+    reacted = done.stored[0]._replace(meta='{"reactions":{"👍":["bob"]}}')
+    entry = StoredMessage("a", 0, "bob", "", 99, None, "guest:b0b", "react", 1, '{"emoji":"👍","on":true}')
+    first.amend(reacted, None, entry, done)
+    first.close()
+
+    second = SQLiteHistory(db_path)
+    second.open()
+    try:
+        assert second.get("a", [1, 61]) == {
+            1: StoredMessage("a", 1, "ann", "m0", 0, 0, "account:ann", None, None, '{"reactions":{"👍":["bob"]}}'),
+            61: StoredMessage("a", 61, "bob", "", 99, None, "guest:b0b", "react", 1, '{"emoji":"👍","on":true}'),
+        }
+        assert second.since("a", 0, 1)[0].meta == '{"reactions":{"👍":["bob"]}}'
+        assert second.recent("a", 1)[0].kind == "react"
+    finally:
+        second.close()
+
+
+def test_a_database_made_before_amendments_opens_reads_and_takes_amendments(db_path: str) -> None:
+    Path(db_path).parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(OLD_SCHEMA)
+        conn.execute("INSERT INTO messages (room, id, nick, text, ts, ref) VALUES ('a', 1, 'ann', 'old', 5, 'r')")
+    conn.close()
+    history = SQLiteHistory(db_path)
+    history.open()
+    try:
+        assert history.recent("a") == [StoredMessage("a", 1, "ann", "old", 5, "r")]
+        done = Recorder()
+        new_version, entry = edit_of(history.get("a", [1])[1], "new")
+        assert history.amend(new_version, None, entry, done) == 2
+        history.flush()
+        assert done.errors == []
+        assert history.since("a", 0) == [new_version, done.stored[0]]
+    finally:
+        history.close()
+    history = SQLiteHistory(db_path)  # opened again: the columns are there already
+    history.open()
+    assert history.get("a", [1])[1].text == "new"
+    history.close()
+
+
+def test_a_rewrite_that_finds_its_original_changed_fails_its_batch_like_a_failed_commit(
+    history: SQLiteHistory, db_path: str
+) -> None:
+    done = Recorder()
+    history.submit("a", "ann", "hi", 1, None, done)
+    history.flush()
+    with sqlite3.connect(db_path) as other:  # a writer that is not this process: never in production
+        other.execute("UPDATE messages SET meta = '{}' WHERE room = 'a' AND id = 1")
+    other.close()
+    new_version, entry = edit_of(done.stored[0], "hi!")
+    history.amend(new_version, None, entry, done)
+    history.flush()
+    assert isinstance(done.results[-1], Conflict)
+    assert history.submit("a", "bob", "next", 3, None, done) == 2, "the failed amendment's id is given again"
+    history.flush()
+    assert rows_on_disk(db_path, "a") == [1, 2]
