@@ -6,7 +6,7 @@
 // in; #signed-in has #sign-out and #sign-out-everywhere. #account-error says why not.
 //
 // Element hooks: #join-form, #nick, #room, #join-button, #form-error,
-// #rooms (li[data-room] > button), #rooms-status.
+// #rooms (li[data-room] > button; li.private for your private rooms, shown by their title), #rooms-status.
 // Text from the server is only ever set with textContent. The checks are chat.js's.
 
 import { ROOM_NAME, addStoredRoom, nickProblem, roomProblem } from "./chat.js";
@@ -37,16 +37,18 @@ async function loadRooms() {
   }
   roomsList.replaceChildren();
   roomNames.replaceChildren();
-  for (const { name, members } of rooms) {
+  for (const { name, members, title, private: hidden } of rooms) {
     if (!ROOM_NAME.test(name)) continue;
+    const secret = hidden === true || name.startsWith("p.") || name.startsWith("dm.");
     const item = document.createElement("li");
     item.dataset.room = name;
+    if (secret) item.className = "private";
     const pick = document.createElement("button");
     pick.type = "button";
     pick.className = "room-pick";
     const label = document.createElement("span");
     label.className = "room-name";
-    label.textContent = name;
+    label.textContent = secret ? title || (name.startsWith("dm.") ? "direct message" : "private room") : name;
     const count = document.createElement("span");
     count.className = "count";
     count.textContent = members === 1 ? "1 member" : `${members} members`;
@@ -57,6 +59,7 @@ async function loadRooms() {
     });
     item.append(pick);
     roomsList.append(item);
+    if (secret) continue; // its opaque name means nothing to type
     const option = document.createElement("option");
     option.value = name;
     roomNames.append(option);
