@@ -516,7 +516,7 @@ class ChatService:
             settings = RoomSettings(name, owner, False, command.title, created=now)
         if not self.directory.create(settings):
             raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
-        self.rules.forget(name)
+        self._order({"op": "room", "room": name})  # a process may have read the room as nobody's
         self.directory.record(ModAction(now, name, owner, "create", "", "private" if command.private else "public"))
         member.send(events.room(self.rules.describe(name, settings), command.ref))
 
@@ -612,9 +612,10 @@ class ChatService:
             created = self.directory.create(
                 RoomSettings(name, None, True, members=people, dm=people, created=int(self._clock() * 1000))
             )
-            self.rules.forget(name)
-            if created:
+            if created:  # every process forgets what it read of the room (nothing) as it tells the other one
                 self._order({"op": "invited", "account": account_key(other), "room": name, "by": me, "dm": True})
+            else:
+                self.rules.forget(name)
         client = self._clients.get(member.conn_id)
         if client is not None and name not in client.rooms:
             self._join(member, Join(name, ref=command.ref))
