@@ -8,6 +8,7 @@ HTTP history, search, the push API.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -81,6 +82,12 @@ def test_a_private_room_is_invisible_to_outsiders_on_every_path_and_open_to_the_
     status, page = friend.get(f"/api/rooms/{room}/messages")
     assert status == 200 and [m["text"] for m in page["messages"]] == ["the secret plan"]
     assert any(entry["name"] == room for entry in friend.get("/api/rooms")[1]["rooms"])
+    deadline = time.monotonic() + scaled(10)  # indexed within a second or so: a member finds it
+    while not any(hit["room"] == room for hit in friend.get("/api/search?q=secret")[1]["results"]):
+        assert time.monotonic() < deadline, "a member's search never found the private room's message"
+        time.sleep(0.2)
+    status, found = outsider.get("/api/search?q=secret")  # indexed now, and still not the outsider's to find
+    assert status == 200 and not any(hit["room"] == room for hit in found["results"])
 
     # Removed: the connection leaves the room at once, and the room is gone for them.
     assert friend.refused({"type": "remove", "room": room, "nick": owner.name}) == "forbidden"
