@@ -495,9 +495,14 @@ class ChatService:
         return updated
 
     def _announce(self, room: str, actor: str, action: str, target: str, detail: str, line: str) -> None:
-        """A moderator's action: a system line in the room, and an entry in the admin page's log."""
+        """A moderator's action: a system line in the room, and an entry in the admin page's log.
+
+        Who joins or leaves a private room is its members' business, not the
+        operators': invitations and removals there are not logged.
+        """
         assert self.directory is not None
-        self.directory.record(ModAction(int(self._clock() * 1000), room, actor, action, target, detail))
+        if not (is_private(room) and action in ("invite", "remove")):
+            self.directory.record(ModAction(int(self._clock() * 1000), room, actor, action, target, detail))
         self.broker.publish(room, events.system(line, room))
 
     def _create(self, member: Member, command: Create) -> None:
@@ -517,7 +522,8 @@ class ChatService:
         if not self.directory.create(settings):
             raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
         self._order({"op": "room", "room": name})  # a process may have read the room as nobody's
-        self.directory.record(ModAction(now, name, owner, "create", "", "private" if command.private else "public"))
+        if not command.private:  # a private room's existence is its members' business
+            self.directory.record(ModAction(now, name, owner, "create", "", "public"))
         member.send(events.room(self.rules.describe(name, settings), command.ref))
 
     def _room_exists(self, room: str) -> bool:

@@ -3,7 +3,8 @@
     python -m tests.browser.take_screenshots [--out docs/screenshots]
 
 Starts a chat (gunicorn on ephemeral ports, a throw-away database), has
-alice and bob chat in Debian's Chromium (``CHAT_TEST_CHROMIUM``), writes
+alice and bob register and chat in Debian's Chromium (``CHAT_TEST_CHROMIUM``):
+a room, a direct conversation, a private room, an edit and reactions; writes
 ``chat.png``, then logs in to ``/admin`` with the admin password and writes
 ``admin.png``. An app without an admin page (404) gets no ``admin.png``. The
 chat is stopped, by PID, before the command ends.
@@ -33,9 +34,16 @@ CONVERSATION = [
 ]
 
 
+PASSWORD = "screenshots only"
+
+
 def enter(page: Page, chat: ChatServer, nick: str, room: str) -> None:
+    """Register ``nick`` on the landing page, then open the chat in ``room``."""
     page.goto(chat.http + "/")
-    page.fill("#nick", nick)
+    page.fill("#account-name-input", nick)
+    page.fill("#account-password", PASSWORD)
+    page.click("#register-button")
+    expect(page.locator("#account-name")).to_have_text(nick)
     page.fill("#room", room)
     page.click("#join-button")
     page.wait_for_url(re.compile(r"/chat\?room="))
@@ -70,6 +78,25 @@ def take(out: Path, chat: ChatServer, password: str) -> list[Path]:
             for nick, text in CONVERSATION:
                 say(pages[nick], text)
             expect(alice.locator("#messages li.msg")).to_have_count(len(CONVERSATION))
+            bob = pages["bob"]
+            first = bob.locator("#messages li.msg").first
+            for emoji in ("👍", "🎉"):
+                first.locator("button.react-add").click()
+                bob.locator(f'button.pick[data-emoji="{emoji}"]').click()
+            expect(alice.locator("#messages li.msg").first.locator("button.reaction")).to_have_count(2)
+            bob.once("dialog", lambda dialog: dialog.accept("alice"))
+            bob.click("#new-dm")
+            say(bob, "Lunch at 12:30 before the deploy?")
+            bob.once("dialog", lambda dialog: dialog.accept("Release plans"))
+            bob.click("#new-private")
+            # alice's rooms: with the conversation, without bob's private room
+            expect(alice.locator("#rooms-list li")).to_have_count(3)
+            expect(alice.locator("#rooms-list li.dm")).to_have_count(1)
+            mine = alice.locator("#messages li.msg").nth(2)
+            mine.locator("button.edit").click()
+            mine.locator("textarea.edit-text").fill("Great. I'll keep an eye on the error rates and the queue.")
+            mine.locator("textarea.edit-text").press("Enter")
+            expect(mine.locator(".edited")).to_have_count(1)
             alice.fill("#composer textarea", "Sounds good, see you then")
             written.append(out / "chat.png")
             alice.screenshot(path=str(written[-1]))
