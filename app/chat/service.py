@@ -21,26 +21,22 @@ delivered; a ``since`` of another epoch gets a ``joined`` with ``reset``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import math
-import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from gevent.event import AsyncResult
-from gevent.lock import Semaphore
 
 from app import metrics
 
-from . import events, lifecycle
-from .accounts import Accounts, account_key
+from . import events
+from .accounts import Accounts
+from .amendments import KeyedLocks, MessageAmendments, event_of
 from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
-from .directory import Directory, ModAction, RoomSettings
+from .directory import Directory
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
 from .protocol import (
@@ -57,7 +53,6 @@ from .protocol import (
     Moderator,
     Mute,
     React,
-    Ref,
     Remove,
     Say,
     Slow,
@@ -68,10 +63,11 @@ from .protocol import (
     is_private,
     parse_command,
 )
+from .room_admin import RoomAdministration
 from .roomrules import RoomRules, absent, account_name
 from .rooms import Client, Member, Rooms
 from .search import NoSearch, Search
-from .store import Conflict, Duplicate, History, HistoryError, HistoryUnavailable, Replay, StoredMessage
+from .store import Duplicate, History, HistoryError, Replay, StoredMessage, not_stored
 
 __all__ = ["BANNED", "KICKED", "ChatService"]
 
@@ -91,15 +87,17 @@ POLICY_VIOLATION = 1008
 STORE_TIMEOUT = 10.0
 #: Seconds between two ``typing`` events of one nick in one room: more often, they are dropped.
 TYPING_EVERY = 3.0
-#: Tries of an edit, deletion or reaction whose message another process changed meanwhile.
-AMEND_TRIES = 5
 
 
-class ChatService:
+class ChatService(RoomAdministration, MessageAmendments):
     """Rooms, presence and messages for the members connected to this process.
 
     What spans processes (presence, the client registry, operator commands)
-    goes through the :class:`~app.chat.broker.Broker`.
+    goes through the :class:`~app.chat.broker.Broker`. The room commands
+    (owned and private rooms, direct messages, moderation) are
+    :class:`~app.chat.room_admin.RoomAdministration`'s, edits, deletions and
+    reactions :class:`~app.chat.amendments.MessageAmendments`': mixed in,
+    each in a module of its own.
     """
 
     def __init__(
@@ -122,7 +120,7 @@ class ChatService:
         #: Owned and private rooms' settings; None: every room is public and nobody's (a service built without).
         self.directory = directory
         self.rules = RoomRules(directory)
-        self._amending = _KeyedLocks()
+        self._amending = KeyedLocks()
         self.search_index: Search = search or NoSearch()
         self.max_text = max_text
         #: Rooms one client may be in at once (0: no limit).
@@ -233,7 +231,7 @@ class ChatService:
         except ChatError as error:  # the WebSocket's one error handler
             member.send(events.error(error.code, error.message, error.ref, error.retry_after))
         except HistoryError as error:  # reading what an edit or a room needs failed
-            failed = _not_stored(error, getattr(command, "ref", None), "not done")
+            failed = not_stored(error, getattr(command, "ref", None), "not done")
             member.send(events.error(failed.code, failed.message, failed.ref))
 
     def _within_rate(self, member: Member) -> bool:
@@ -263,7 +261,7 @@ class ChatService:
         def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
             if isinstance(result, HistoryError):
                 log.error("message to %s not stored: %s", command.room, result)
-                error = _not_stored(result, command.ref)
+                error = not_stored(result, command.ref)
                 member.send(events.error(error.code, error.message, error.ref))
                 return
             if isinstance(result, Duplicate):  # a retry: the sender gets the original again, nobody else
@@ -279,7 +277,7 @@ class ChatService:
                 command.room, member.nick, command.text, ts, command.ref, stored, once=True, author=member.session_id
             )
         except HistoryError as error:
-            raise _not_stored(error, command.ref) from None
+            raise not_stored(error, command.ref) from None
 
     def _observe(self, arrived: float, durable: float, delivered: float) -> None:
         """One message's store and fan-out latencies: for /metrics, and the admin page's recent p99."""
@@ -334,7 +332,7 @@ class ChatService:
         except HistoryError as error:
             room.abort_join(member.conn_id)
             self.rooms.discard_if_empty(room.name)
-            raise _not_stored(error, command.ref, "history unavailable, try again") from None
+            raise not_stored(error, command.ref, "history unavailable, try again") from None
         if client.gone:
             room.abort_join(member.conn_id)
             self.rooms.discard_if_empty(room.name)
@@ -433,322 +431,6 @@ class ChatService:
         elif isinstance(command, Slow):
             self._slow(member, command)
 
-    def _check_voice(self, member: Member, room: str, ref: Ref | None, *, slow: bool = False) -> None:
-        """Refuse a muted member (``muted``), and with ``slow`` a message too soon in slow mode (``rate_limited``)."""
-        settings = self.rules.settings(room)
-        if settings is None:
-            return
-        now = self._clock()
-        until = settings.muted_until(member.nick, now)
-        if until > now:
-            wait = math.ceil(until - now)
-            raise ChatError("muted", f"you are muted in this room for {_duration(wait)} more", ref, retry_after=wait)
-        account = account_name(member)
-        if slow and settings.slow and not (account is not None and settings.is_moderator(account)):
-            assert self.directory is not None
-            left = self.directory.slow_wait(room, account_key(member.nick), settings.slow)
-            if left > 0:
-                wait = math.ceil(left)
-                message = f"slow mode: one message every {settings.slow} s; wait {wait} s"
-                raise ChatError("rate_limited", message, ref, retry_after=wait)
-
-    def _signed_in(self, member: Member, ref: Ref | None, doing: str) -> str:
-        """The member's account name; ``account_required`` for a guest."""
-        account = account_name(member)
-        if account is None:
-            raise ChatError("account_required", f"sign in to {doing}", ref)
-        return account
-
-    def _moderated(self, member: Member, room: str, ref: Ref | None) -> tuple[str, RoomSettings]:
-        """The member's account and the room's settings, if the member moderates the room; else ``forbidden``."""
-        account = account_name(member)
-        settings = self.rules.check_readable(room, account, ref)
-        if settings is None:
-            raise ChatError("forbidden", "nobody owns this room: only the operators moderate it", ref)
-        if account is None or not settings.is_moderator(account):
-            raise ChatError("forbidden", "only the room's owner and moderators may do that", ref)
-        return account, settings
-
-    def _account_named(self, nick: str, ref: Ref | None) -> str:
-        """The registered name ``nick`` is (in any case); ``unknown_user`` if there is no such account."""
-        name = self.accounts.name_of(nick) if self.accounts is not None else None
-        if name is None:
-            raise ChatError("unknown_user", f"there is no account {nick!r}", ref)
-        return name
-
-    def _change_room(
-        self, member: Member, room: str, change: Callable[[RoomSettings], RoomSettings], ref: Ref | None
-    ) -> RoomSettings:
-        """Change a room's settings, make every process read them again, and show the result.
-
-        The one who changed it gets the ``room`` event with its ``ref`` (the
-        answer to the command), the room's other members the same without.
-        """
-        assert self.directory is not None
-        updated = self.directory.update(room, change)
-        if updated is None:
-            raise absent(room, ref)
-        self._order({"op": "room", "room": room})
-        described = self.rules.describe(room, updated)
-        self.broker.publish(room, events.room(described), exclude_conn=member.conn_id)
-        member.send(events.room(described, ref))
-        return updated
-
-    def _announce(self, room: str, actor: str, action: str, target: str, detail: str, line: str) -> None:
-        """A moderator's action: a system line in the room, and an entry in the admin page's log.
-
-        Who joins or leaves a private room is its members' business, not the
-        operators': invitations and removals there are not logged.
-        """
-        assert self.directory is not None
-        if not (is_private(room) and action in ("invite", "remove")):
-            self.directory.record(ModAction(int(self._clock() * 1000), room, actor, action, target, detail))
-        self.broker.publish(room, events.system(line, room))
-
-    def _create(self, member: Member, command: Create) -> None:
-        owner = self._signed_in(member, command.ref, "create rooms")
-        assert self.directory is not None
-        now = int(self._clock() * 1000)
-        if command.private:
-            name = f"p.{secrets.token_hex(8)}"
-            settings = RoomSettings(name, owner, True, command.title, members=(owner,), created=now)
-        else:
-            name = command.room or ""
-            if is_private(name):
-                raise ChatError("invalid_room", "room names starting with 'p.' or 'dm.' are the server's", command.ref)
-            if self._room_exists(name):
-                raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
-            settings = RoomSettings(name, owner, False, command.title, created=now)
-        if not self.directory.create(settings):
-            raise ChatError("room_exists", f"{name!r} exists already: join it", command.ref)
-        self._order({"op": "room", "room": name})  # a process may have read the room as nobody's
-        if not command.private:  # a private room's existence is its members' business
-            self.directory.record(ModAction(now, name, owner, "create", "", "public"))
-        member.send(events.room(self.rules.describe(name, settings), command.ref))
-
-    def _room_exists(self, room: str) -> bool:
-        """Whether a public room has an owner, members (on any process) or history."""
-        if self.rules.settings(room) is not None or room in self.rooms:
-            return True
-        return bool(self.broker.room_counts([room]).get(room)) or self.history.last_id(room) > 0
-
-    def _invite(self, member: Member, command: Invite) -> None:
-        actor, settings = self._moderated(member, command.room, command.ref)
-        if not settings.private or settings.dm:
-            raise ChatError("forbidden", "only private rooms take invitations", command.ref)
-        name = self._account_named(command.nick, command.ref)
-        if settings.is_member(name):
-            return  # a member already: nothing changes
-        updated = self._change_room(member, command.room, lambda s: s.with_member(name), command.ref)
-        self._order(
-            {"op": "invited", "account": account_key(name), "room": command.room, "by": actor, "title": updated.title}
-        )
-        self._announce(command.room, actor, "invite", name, "", f"{actor} invited {name}")
-
-    def _remove_member(self, member: Member, command: Remove) -> None:
-        account = account_name(member)
-        settings = self.rules.check_readable(command.room, account, command.ref)
-        leaving = account is not None and account_key(account) == account_key(command.nick)
-        if settings is None or not settings.private or settings.dm:
-            raise ChatError("forbidden", "only private rooms have members to remove", command.ref)
-        if not leaving:
-            account, settings = self._moderated(member, command.room, command.ref)
-        if settings.is_owner(command.nick):
-            raise ChatError("forbidden", "the owner cannot be removed", command.ref)
-        if not settings.is_member(command.nick):
-            return
-        name = next(m for m in settings.members if account_key(m) == account_key(command.nick))
-        assert account is not None
-        self._change_room(member, command.room, lambda s: s.without_member(name), command.ref)
-        self._order({"op": "removed", "account": account_key(name), "room": command.room, "by": account})
-        line = f"{name} left" if leaving else f"{account} removed {name}"
-        self._announce(command.room, account, "remove", name, "", line)
-
-    def _appoint(self, member: Member, command: Moderator) -> None:
-        account = account_name(member)
-        settings = self.rules.check_readable(command.room, account, command.ref)
-        if settings is None or settings.dm or account is None or not settings.is_owner(account):
-            raise ChatError("forbidden", "only the room's owner appoints moderators", command.ref)
-        name = self._account_named(command.nick, command.ref)
-        if settings.private and not settings.is_member(name):
-            raise ChatError("forbidden", f"{name} is not a member of this room: invite them first", command.ref)
-        if settings.is_owner(name) or (name in settings.moderators) == command.on:
-            return
-        self._change_room(member, command.room, lambda s: s.with_moderator(name, command.on), command.ref)
-        if command.on:
-            self._announce(command.room, account, "moderator", name, "", f"{account} made {name} a moderator")
-        else:
-            self._announce(command.room, account, "unmoderator", name, "", f"{account} took {name}'s moderator role")
-
-    def _mute(self, member: Member, command: Mute) -> None:
-        actor, settings = self._moderated(member, command.room, command.ref)
-        if settings.is_moderator(command.nick):
-            raise ChatError("forbidden", "owners and moderators cannot be muted", command.ref)
-        until = self._clock() + command.seconds
-        self._change_room(member, command.room, lambda s: s.with_mute(command.nick, until), command.ref)
-        if command.seconds:
-            detail = f"{command.seconds} s"
-            line = f"{actor} muted {command.nick} for {_duration(command.seconds)}"
-            self._announce(command.room, actor, "mute", command.nick, detail, line)
-        else:
-            self._announce(command.room, actor, "unmute", command.nick, "", f"{actor} lifted {command.nick}'s mute")
-
-    def _slow(self, member: Member, command: Slow) -> None:
-        actor, settings = self._moderated(member, command.room, command.ref)
-        if settings.slow == command.seconds:
-            return
-        self._change_room(member, command.room, lambda s: s.with_slow(command.seconds), command.ref)
-        if command.seconds:
-            line = f"{actor} turned slow mode on: one message every {_duration(command.seconds)}"
-        else:
-            line = f"{actor} turned slow mode off"
-        self._announce(command.room, actor, "slow", "", f"{command.seconds} s", line)
-
-    def _direct_message(self, member: Member, command: DirectMessage) -> None:
-        """The first message creates the conversation (a private room of the two); later ones go into it."""
-        me = self._signed_in(member, command.ref, "send direct messages")
-        assert self.directory is not None
-        other = self._account_named(command.to, command.ref)
-        if account_key(other) == account_key(me):
-            raise ChatError("invalid_field", "a direct message goes to someone else", command.ref)
-        keys = sorted((account_key(me), account_key(other)))
-        name = "dm." + hashlib.sha256("\0".join(keys).encode()).hexdigest()[:24]
-        if self.rules.settings(name) is None:
-            people = tuple(sorted((me, other), key=account_key))
-            created = self.directory.create(
-                RoomSettings(name, None, True, members=people, dm=people, created=int(self._clock() * 1000))
-            )
-            if created:  # every process forgets what it read of the room (nothing) as it tells the other one
-                self._order({"op": "invited", "account": account_key(other), "room": name, "by": me, "dm": True})
-            else:
-                self.rules.forget(name)
-        client = self._clients.get(member.conn_id)
-        if client is not None and name not in client.rooms:
-            self._join(member, Join(name, ref=command.ref))
-        self._say(member, Say(name, command.text, command.ref))
-
-    # -- edits, deletions, reactions ---------------------------------------------------
-
-    def _edit(self, member: Member, command: Edit) -> None:
-        self._check_voice(member, command.room, command.ref)
-
-        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage]:
-            if original.author != member.session_id:
-                raise ChatError("forbidden", "you may edit only your own messages", command.ref)
-            ts = int(self._clock() * 1000)
-            target = lifecycle.edited(original, command.text, ts)
-            return target, lifecycle.amendment(
-                original, "edit", member.nick, member.session_id, ts, command.text, ref=command.ref
-            )
-
-        self._amend(member, command.room, command.id, command.ref, plan)
-
-    def _delete(self, member: Member, command: Delete) -> None:
-        """Delete one's own message; a moderator may delete anyone's, which goes into the moderation log."""
-        account = account_name(member)
-        whose: list[str] = []  # the sender of the message deleted (a moderator's deletion of another's is logged)
-
-        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage]:
-            moderator = settings is not None and account is not None and settings.is_moderator(account)
-            if original.author != member.session_id and not moderator:
-                raise ChatError("forbidden", "you may delete only your own messages", command.ref)
-            whose[:] = [original.nick] if original.author != member.session_id else []
-            ts = int(self._clock() * 1000)
-            return lifecycle.deleted(original), lifecycle.amendment(
-                original, "delete", member.nick, member.session_id, ts, ref=command.ref
-            )
-
-        entry = self._amend(member, command.room, command.id, command.ref, plan)
-        if entry is not None and whose and account is not None:
-            assert self.directory is not None
-            action = ModAction(entry.ts, command.room, account, "delete", whose[0], f"message {command.id}")
-            self.directory.record(action)
-
-    def _react(self, member: Member, command: React) -> None:
-        self._check_voice(member, command.room, command.ref)
-
-        def plan(original: StoredMessage, settings: RoomSettings | None) -> tuple[StoredMessage, StoredMessage] | None:
-            target = lifecycle.reacted(original, command.emoji, member.nick, command.on, command.ref)
-            if target is None:
-                return None  # as asked already
-            ts = int(self._clock() * 1000)
-            meta = {"emoji": command.emoji, "on": command.on}
-            return target, lifecycle.amendment(
-                original, "react", member.nick, member.session_id, ts, meta=meta, ref=command.ref
-            )
-
-        self._amend(member, command.room, command.id, command.ref, plan)
-
-    def _amend(
-        self,
-        member: Member,
-        room: str,
-        message_id: int,
-        ref: Ref | None,
-        plan: Callable[[StoredMessage, RoomSettings | None], tuple[StoredMessage, StoredMessage] | None],
-    ) -> StoredMessage | None:
-        """Read the message, let ``plan`` decide its next version, store it (rewrite and entry at once), broadcast.
-
-        This process changes one message at a time (a lock per message), so
-        two reactions here never race; another process may still change it
-        between the read and the store, which the store's compare-and-set
-        refuses (:class:`Conflict`): then read again and decide again.
-        """
-        client = self._clients.get(member.conn_id)
-        if client is None or room not in client.rooms:
-            raise ChatError("not_joined", "join the room first", ref)
-        settings = self.rules.settings(room)
-        with self._amending.hold((room, message_id)):
-            for _ in range(AMEND_TRIES):
-                original = self.history.get(room, [message_id]).get(message_id)
-                if original is None or original.kind is not None or lifecycle.is_deleted(original):
-                    raise ChatError("not_found", f"there is no message {message_id} in {room!r}", ref)
-                planned = plan(original, settings)
-                if planned is None:
-                    return None
-                result = self._store_amendment(planned[0], original.meta, planned[1])
-                if isinstance(result, Conflict):
-                    continue
-                if isinstance(result, HistoryError):
-                    raise _not_stored(result, ref, "not changed")
-                return result
-        raise ChatError("unavailable", "the message kept changing: try again", ref)
-
-    def _store_amendment(
-        self, target: StoredMessage, expected_meta: str | None, entry: StoredMessage
-    ) -> StoredMessage | HistoryError:
-        """Store an amendment and wait for it; it is broadcast as soon as stored, in id order with the messages."""
-        done: AsyncResult = AsyncResult()
-
-        def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
-            if isinstance(result, StoredMessage) and not self.history.publishes:
-                self.broker.publish(
-                    result.room,
-                    events.update(result, target),
-                    message_id=result.id,
-                    epoch=self.history.epoch(result.room),
-                )
-            done.set(result)
-
-        self.history.amend(target, expected_meta, entry, stored)
-        result = done.get(timeout=STORE_TIMEOUT)
-        assert not isinstance(result, Duplicate)
-        return result
-
-    def _targets(self, room: str, messages: Iterable[StoredMessage]) -> dict[int, StoredMessage]:
-        """The messages the amendment entries among ``messages`` change, as they are now."""
-        held: dict[int, StoredMessage] = {}
-        wanted: set[int] = set()
-        for message in messages:
-            if message.kind is None:
-                held[message.id] = message
-            elif message.target is not None:
-                wanted.add(message.target)
-        missing = wanted - held.keys()
-        if missing:
-            held.update(self.history.get(room, missing))
-        return held
-
     # -- delivery --------------------------------------------------------------
 
     def _deliver(
@@ -783,7 +465,7 @@ class ChatService:
                 continue
             targets = self._targets(name, replay.messages)
             for message in replay.messages:
-                event = _event_of(message, targets)
+                event = event_of(message, targets)
                 if event is not None:
                     room.deliver(event, message.id, None, replay.epoch)
 
@@ -954,49 +636,3 @@ class ChatService:
             elif message.target in targets:  # else its message was trimmed away (Redis): nothing to show
                 page.append(events.update_fields(message, targets[message.target]))
         return page
-
-
-def _not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:
-    """The client's error for a failed store: ``degraded`` while the shared store is unreachable."""
-    if isinstance(error, HistoryUnavailable):
-        return ChatError("degraded", f"{message}: the chat's shared store is unreachable, try again shortly", ref)
-    return ChatError("unavailable", message, ref)
-
-
-def _event_of(message: StoredMessage, targets: dict[int, StoredMessage]) -> Outgoing | None:
-    """A stored entry's event: a ``message``, or for an amendment an ``update`` with its target as it is now.
-
-    None for an amendment whose message is gone (trimmed from a Redis stream).
-    """
-    if message.kind is None:
-        return events.message(message)
-    target = targets.get(message.target) if message.target is not None else None
-    return events.update(message, target) if target is not None else None
-
-
-def _duration(seconds: int) -> str:
-    """``600`` → ``10 minutes``, for people."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} s"
-
-
-class _KeyedLocks:
-    """One lock per key, held only while someone wants it (no lock kept per message ever changed)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[Semaphore, list[int]]] = {}
-
-    @contextmanager
-    def hold(self, key: Hashable) -> Iterator[None]:
-        lock, users = self._locks.setdefault(key, (Semaphore(), [0]))
-        users[0] += 1
-        try:
-            with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]

@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
-from .protocol import Ref
+from .protocol import ChatError, Ref
 
 __all__ = [
     "ONCE_SECONDS",
@@ -39,6 +39,7 @@ __all__ = [
     "Replay",
     "StoredMessage",
     "new_epoch",
+    "not_stored",
 ]
 
 #: Seconds within which a ``say`` sent again with the same ``ref`` (a retry) is not stored again.
@@ -258,3 +259,10 @@ class History(Protocol):
 
     def check(self) -> None:
         """Raise :class:`HistoryError` unless the store answers now (a read round trip)."""
+
+
+def not_stored(error: HistoryError, ref: Ref | None, message: str = "message not stored") -> ChatError:
+    """The client's error for a failed store: ``degraded`` while the shared store is unreachable."""
+    if isinstance(error, HistoryUnavailable):
+        return ChatError("degraded", f"{message}: the chat's shared store is unreachable, try again shortly", ref)
+    return ChatError("unavailable", message, ref)
