@@ -193,6 +193,12 @@ return found
 """
 
 
+def sent_key(link: RedisLink, room: str, nick: str, ref: Ref | None) -> str:
+    """The key that marks a message sent with a ref, for its retries: (room, nick, ref), hashed."""
+    digest = hashlib.sha256(json.dumps([room, nick, ref]).encode()).hexdigest()[:32]
+    return link.key("sent", digest)
+
+
 def event_header(room: str | None, exclude_conn: str | None) -> str:
     """The start of a pub/sub payload: ``room \\n exclude \\n id \\n epoch \\n JSON`` (id and epoch come after)."""
     return f"{room or ''}\n{exclude_conn or ''}\n"
@@ -222,8 +228,7 @@ class _Pending:
         """The key that marks this message sent, for its retries: (room, nick, ref), hashed."""
         if not self.once:
             return ""
-        digest = hashlib.sha256(json.dumps([self.room, self.nick, self.ref]).encode()).hexdigest()[:32]
-        return link.key("sent", digest)
+        return sent_key(link, self.room, self.nick, self.ref)
 
     def script(self, history: RedisHistory, epoch: str) -> tuple[str, list[Any], list[Any]]:
         """Which script stores it, with its keys and arguments."""
@@ -441,6 +446,9 @@ class RedisHistory:
             return [exc] * len(batch)
 
     # -- reading ------------------------------------------------------------
+
+    def sent(self, room: str, nick: str, ref: Ref) -> bool:
+        return bool(self._call(self.link.client.exists, sent_key(self.link, room, nick, ref)))
 
     def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
         """The last ``limit`` entries of the room, oldest first, originals as they are now."""

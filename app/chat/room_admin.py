@@ -77,6 +77,8 @@ class RoomAdministration:
         account = account_name(member)
         if slow and settings.slow and not (account is not None and settings.is_moderator(account)):
             assert self.directory is not None
+            if ref is not None and self.history.sent(room, member.nick, ref):
+                return  # a retry (after a reconnect): the store answers it with the original, it is no new message
             left = self.directory.slow_wait(room, account_key(member.nick), settings.slow)
             if left > 0:
                 wait = math.ceil(left)

@@ -760,6 +760,9 @@ class SQLiteHistory:
 
     # -- reading ------------------------------------------------------------
 
+    def sent(self, room: str, nick: str, ref: Ref) -> bool:
+        return self._recent.known((room, nick, ref))
+
     def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
         """The last ``limit`` acknowledged messages of the room, oldest first.
 

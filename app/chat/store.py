@@ -150,6 +150,11 @@ class RecentSends:
             entry[2].append(on_stored)
         return False
 
+    def known(self, key: tuple[str, str, Ref]) -> bool:
+        """Whether ``key`` was sent (stored, or being stored) in the last :data:`ONCE_SECONDS`."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] > self._clock()
+
     def settle(self, key: tuple[str, str, Ref], result: StoredMessage | HistoryError) -> None:
         """The first send of ``key`` is stored (or failed): answer the retries that waited."""
         entry = self._entries.get(key)
@@ -241,6 +246,13 @@ class History(Protocol):
         """
 
     def flush(self) -> None: ...
+
+    def sent(self, room: str, nick: str, ref: Ref) -> bool:
+        """Whether a message of ``nick`` with ``ref`` was sent to ``room`` (once) in the last :data:`ONCE_SECONDS`.
+
+        A send again is a retry, which the store answers with the original:
+        slow mode must not refuse it.
+        """
 
     def recent(self, room: str, limit: int = 50) -> list[StoredMessage]:
         """The last ``limit`` entries, oldest first: originals in their current version, amendment entries."""

@@ -139,9 +139,11 @@ def test_moderators_mute_set_slow_mode_and_delete_and_the_admin_page_lists_it(
     say(talker.ws, room, "thank you")
 
     owner.ask({"type": "slow", "room": room, "seconds": 30}, "room")
-    say(talker.ws, room, "one")
+    one = say(talker.ws, room, "one", ref="slow-1")
     too_soon = talker.ask({"type": "say", "room": room, "text": "two"}, "message")
     assert too_soon["code"] == "rate_limited" and 0 < too_soon["wait"] <= 30
+    # The same say sent again (a reconnect's retry) is no new message: answered with the original, not slowed.
+    assert say(talker.ws, room, "one", ref="slow-1")["id"] == one["id"]
     say(helper.ws, room, "moderators are exempt")
     say(helper.ws, room, "twice")
 

@@ -158,3 +158,20 @@ def test_a_retry_is_answered_with_the_original_as_stored_author_included(history
     first, retry = results
     assert retry == Duplicate(StoredMessage("a", 1, "ann", "once", 1000, "r-1", "account:ann"))
     assert first == retry.message
+
+
+def test_a_send_with_a_ref_is_known_as_sent_for_its_retries_on_every_process(prefix: str) -> None:
+    results: list[Result] = []
+    first, second = (RedisHistory(RedisLink(SHARED_REDIS, prefix)) for _ in range(2))
+    for history in (first, second):
+        history.open()
+    try:
+        assert not second.sent("a", "ann", "r-1")
+        first.submit("a", "ann", "once", 1000, "r-1", results.append, once=True)
+        first.flush()
+        assert isinstance(results[0], StoredMessage)
+        assert second.sent("a", "ann", "r-1")  # the other process knows: slow mode lets the retry through
+        assert not second.sent("a", "bob", "r-1") and not second.sent("b", "ann", "r-1")
+    finally:
+        for history in (first, second):
+            history.close()
