@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["Settings"]
+__all__ = ["DEFLATE_MODES", "Settings"]
+
+#: The values of CHAT_DEFLATE: how WebSocket messages are compressed (permessage-deflate, RFC 7692).
+DEFLATE_MODES = ("shared", "per-client", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class Settings:
     max_message_size: int = 64 * 1024
     #: The longest chat text, in characters.
     max_text: int = 4000
+    #: permessage-deflate: ``shared`` (no server context takeover: a broadcast is compressed once
+    #: for every client), ``per-client`` (each connection keeps its own compression context, so
+    #: every client's copy is compressed on its own) or ``off`` (offers are declined).
+    deflate: str = "shared"
     #: Bytes a client may have waiting to be sent before it is closed with 1008.
     send_buffer: int = 1024 * 1024
     #: Seconds between keepalive pings, and to wait for the pong.
@@ -133,6 +140,8 @@ class Settings:
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("CHAT_TLS_CERT and CHAT_TLS_KEY go together: set both, or neither")
+        if self.deflate not in DEFLATE_MODES:
+            raise ValueError(f"CHAT_DEFLATE must be one of {', '.join(DEFLATE_MODES)}, got {self.deflate!r}")
 
     @property
     def secure(self) -> bool:

@@ -70,3 +70,10 @@ def test_the_metrics_directory_comes_from_the_variable_prometheus_client_reads()
 
 def test_a_setting_that_is_not_read_from_the_environment_stays_unread() -> None:
     assert not Settings.from_env({"CHAT_RANDOM_SECRET_KEY": "1", "CHAT_SECRET_KEY": "k"}).random_secret_key
+
+
+def test_chat_deflate_is_one_of_its_modes() -> None:
+    assert Settings.from_env({}).deflate == "shared"
+    assert Settings.from_env({"CHAT_DEFLATE": "per-client"}).deflate == "per-client"
+    with pytest.raises(ValueError, match="CHAT_DEFLATE must be one of shared, per-client, off"):
+        Settings.from_env({"CHAT_DEFLATE": "yes"})

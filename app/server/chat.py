@@ -144,6 +144,20 @@ def _address(address: Any) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
 
 
+def deflate_config(mode: str) -> DeflateConfig | None:
+    """permessage-deflate as ``CHAT_DEFLATE`` says: ``shared``, ``per-client`` or ``off`` (None).
+
+    ``shared`` forces server_no_context_takeover, so a broadcast is compressed
+    once for every client (the frame cache of :meth:`ServerWebSocket.frame_for`);
+    ``per-client`` lets each connection keep its context, so each copy is
+    compressed on its own (smaller on the wire, a compressor per connection).
+    Both ask for client_no_context_takeover: no inflate window kept per idle client.
+    """
+    if mode == "off":
+        return None
+    return DeflateConfig(server_no_context_takeover=mode == "shared", client_no_context_takeover=True, min_size=256)
+
+
 class ChatServer:
     """The WebSocket side of the chat, for one process."""
 
@@ -166,9 +180,7 @@ class ChatServer:
         self._id_prefix = f"{service.broker.node}.c" if service.broker.node else "c"
         config = ServerConfig(
             max_message_size=settings.max_message_size,
-            # server_no_context_takeover: a broadcast is compressed once for all;
-            # client_no_context_takeover: no inflate window kept per idle client.
-            deflate=DeflateConfig(server_no_context_takeover=True, client_no_context_takeover=True, min_size=256),
+            deflate=deflate_config(settings.deflate),
             handshake_timeout=settings.handshake_timeout,
             close_timeout=settings.close_timeout,
             max_connections=settings.max_connections,

@@ -201,3 +201,31 @@ def test_a_client_that_sends_nothing_for_the_idle_timeout_is_closed_and_a_talker
         assert closed.rcvd is not None
         assert (closed.rcvd.code, closed.rcvd.reason) == (1001, "idle for too long")
         assert say(talker, room, "and on")["text"] == "and on"
+
+
+@pytest.mark.parametrize("mode", ["shared", "per-client", "off"])
+def test_chat_deflate_chooses_how_messages_are_compressed(start_chat: StartChat, tmp_path: Path, mode: str) -> None:
+    """CHAT_DEFLATE: ``shared`` forces server_no_context_takeover, ``per-client`` lets each client keep its context.
+
+    ``off`` declines the offer (websockets' client makes one by default);
+    every message arrives whole whichever it is, the second and third too
+    (compressed against the first when the context is kept).
+    """
+    chat = start_chat(tmp_path, CHAT_DEFLATE=mode)
+    room = fresh_room()
+    sender, _ = connect(chat, fresh_nick("sender"))
+    reader, _ = connect(chat, fresh_nick("reader"))
+    with sender, reader:
+        agreed = reader.response.headers.get("Sec-WebSocket-Extensions")
+        if mode == "off":
+            assert agreed is None
+        else:
+            assert agreed is not None and agreed.startswith("permessage-deflate"), agreed
+            assert ("server_no_context_takeover" in agreed) == (mode == "shared"), agreed
+        join(sender, room)
+        join(reader, room)
+        texts = [f"{i} " + "the quick brown fox jumps over the lazy dog " * 10 for i in range(3)]
+        for text in texts:
+            say(sender, room, text)
+        received = [recv_until(reader, is_message(room), scaled(5))["text"] for _ in texts]
+        assert received == texts
