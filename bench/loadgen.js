@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /*
  * The load generator of `python -m bench.run`: many WebSocket clients in one
- * Node process (the `ws` package, compression off), speaking the chat's JSON
- * protocol (docs/protocol.md): hello, join/joined, say/message.
+ * Node process (the `ws` package), speaking the chat's JSON protocol
+ * (docs/protocol.md): hello, join/joined, say/message. Clients offer no
+ * compression unless `deflate` is true (then ws's default offer of
+ * permessage-deflate, `client_max_window_bits`).
  *
  *     node bench/loadgen.js '{"scenario": "fanout", "target": {...}, ...}'
  *     node bench/loadgen.js config.json        (or the JSON on standard input)
@@ -25,19 +27,29 @@
  *             other guests took the CPU).
  *
  * Scenarios (each message's text carries "<seq>|<send time, ms>|" padded to
- * `textBytes`, so a receipt gives its latency without a clock of the server):
+ * `textBytes`, so a receipt gives its latency without a clock of the server;
+ * padded with "x", or with `text: "prose"` with words drawn from a small
+ * vocabulary, as compressible as chat text):
  *   fanout    N members in one room, member 0 sends; at most `window` messages
  *             are in flight (a message is done once all N members have it);
- *             deliveries/s, latency p50/p99 from send to each receipt.
+ *             deliveries/s, latency p50/p99 from send to each receipt, bytes
+ *             the members read from their sockets per delivery (frames as
+ *             sent, compressed or not).
  *   rooms     `clients` in rooms of `roomSize`, each sending `rate` msg/s on a
  *             fixed schedule for `seconds`; delivered/expected, latency, and
  *             the p99 of a typical second (the median of each second's p99).
  *   idle      `clients` connections joined to rooms of `roomSize`, held;
- *             server RSS before and after.
+ *             server RSS before and after. With `sourceAddresses`, client i
+ *             connects from address i % length (a TCP connection needs its own
+ *             port per source address, server address and port: ~28,000 on
+ *             Linux); with `tolerant`, a connection that fails is counted,
+ *             not fatal.
  *   connect   `clients` connections opened with `concurrency` at a time, each
  *             hello + join of its own room; server CPU per connection.
  *   recovery  a room of `messages` messages, then `trials` joins with
  *             since=0 one after another; time from join to the joined reply.
+ *   compression  fanout, run by bench/run.py with `deflate` and prose texts.
+ *   idle100k  idle, run by bench/run.py from several source addresses.
  */
 'use strict';
 
@@ -255,22 +267,50 @@ function parseText(buf) {
   return true;
 }
 
+/** What pads a message's text to `textBytes`: "x" by default; prose (config `text: "prose"`) to be compressed. */
+let padding = (seq, bytes) => PAD.slice(0, bytes);
+
+// Common words of a chat; a message is a random draw from them (seeded by its seq), so it
+// compresses about as well as chat text does and no two messages are alike.
+const WORDS = (
+  'the be to of and a in that have I it for not on with he as you do at this but his by from they we say her ' +
+  'she or an will my one all would there their what so up out if about who get which go me when make can like ' +
+  'time no just him know take people into year your good some could them see other than then now look only come ' +
+  'its over think also back after use two how our work first well way even new want because any these give day ' +
+  'most us is was are were been has had did said got meeting tomorrow deploy build test fixed thanks sure lunch'
+).split(' ');
+
+function prose(seq, bytes) {
+  let x = (seq + 1) * 2654435761;
+  let text = '';
+  while (text.length < bytes) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    text += `${WORDS[(x >>> 0) % WORDS.length]}${(x & 15) === 0 ? '. ' : ' '}`;
+  }
+  return text.slice(0, bytes);
+}
+
 function sayFrame(room, seq, textBytes) {
   const head = `${seq}|${now().toFixed(3)}|`;
-  const text = head.length >= textBytes ? head : head + PAD.slice(0, textBytes - head.length);
+  const text = head.length >= textBytes ? head : head + padding(seq, textBytes - head.length);
   return `{"type":"say","room":"${room}","text":"${text}"}`;
 }
 
 // -- clients ------------------------------------------------------------------------------------
 
 const errors = { connect: 0, closed: 0, closeCodes: {}, serverErrors: {} };
+/** Whether clients offer permessage-deflate (config `deflate`). */
+let offerDeflate = false;
 /** What a scenario does with each `message` a client receives: (client, buffer) => void. */
 let onChat = () => {};
 
 class Client {
-  constructor(index, url) {
+  constructor(index, url, localAddress) {
     this.index = index;
     this.url = url;
+    this.localAddress = localAddress;
     this.ws = null;
     this.waiter = null;
     this.done = false; // closed on purpose
@@ -280,10 +320,11 @@ class Client {
   open(timeoutMs) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url, {
-        perMessageDeflate: false,
+        perMessageDeflate: offerDeflate,
         skipUTF8Validation: true,
         handshakeTimeout: timeoutMs,
         maxPayload: 64 * 1024 * 1024,
+        localAddress: this.localAddress,
       });
       this.ws = ws;
       this.waiter = { type: 'hello', resolve, reject };
@@ -338,6 +379,12 @@ class Client {
     this.done = true;
     if (this.ws) this.ws.terminate();
   }
+
+  /** Bytes read from this client's socket so far (frames as they came, compressed or not). */
+  bytesRead() {
+    const socket = this.ws && this.ws._socket;
+    return socket ? socket.bytesRead : 0;
+  }
 }
 
 /** Run fn(0..count-1) with at most `concurrency` at a time. */
@@ -384,15 +431,26 @@ async function urlsFor(target, nicks, concurrency) {
   return urls;
 }
 
-/** Open `count` clients (url(i)) and join each to room(i); connection latencies in `samples` if given. */
-async function connectAll(count, url, room, { concurrency, timeoutMs, samples }) {
+/**
+ * Open `count` clients (url(i), from localAddress(i) if given) and join each to room(i);
+ * connection latencies in `samples` if given. With `failed` (an array), a client that
+ * cannot connect or join is closed and its error kept there instead of failing them all.
+ */
+async function connectAll(count, url, room, { concurrency, timeoutMs, samples, localAddress, failed }) {
   const clients = new Array(count);
   await pool(count, concurrency, async (i) => {
     const t0 = now();
-    const client = (clients[i] = new Client(i, url(i)));
-    await client.open(timeoutMs);
-    const { at } = await client.request({ type: 'join', room: room(i) }, 'joined');
-    if (samples) samples.add(at - t0);
+    const client = (clients[i] = new Client(i, url(i), localAddress && localAddress(i)));
+    try {
+      await client.open(timeoutMs);
+      const { at } = await client.request({ type: 'join', room: room(i) }, 'joined');
+      if (samples) samples.add(at - t0);
+    } catch (error) {
+      if (!failed) throw error;
+      if (failed.length < 5) log(`client ${i}: ${error.message}`);
+      failed.push(String(error.message));
+      client.close();
+    }
   });
   return clients;
 }
@@ -411,6 +469,7 @@ async function waitUntil(predicate, timeoutMs, stepMs = 5) {
 async function fanout(config) {
   const { target, serverPid, members: n, textBytes = 64 } = config;
   const window = config.window || Math.max(3, Math.min(50, Math.ceil(5000 / n)));
+  if (config.text === 'prose') padding = prose;
   const room = 'fanout';
   // One session for every member (one nick in many tabs, as the protocol allows): joining
   // costs O(N) instead of a presence event to every earlier member, O(N²).
@@ -450,14 +509,17 @@ async function fanout(config) {
   collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
+  const wireBytes = () => clients.reduce((sum, client) => sum + client.bytesRead(), 0);
   const delivered0 = delivered;
   const sent0 = seq;
+  const wire0 = wireBytes();
   measuring = true;
   await sleep(config.seconds * 1000);
   measuring = false;
   const phase = meter.stop();
   const deliveries = delivered - delivered0;
   const messages = seq - sent0;
+  const wire = wireBytes() - wire0;
   stopping = true;
   const drained = await waitUntil(() => inflight === 0, 10000);
   for (const client of clients) client.close();
@@ -471,6 +533,9 @@ async function fanout(config) {
     deliveries,
     deliveriesPerSecond: deliveries / phase.seconds,
     serverCpuUsPerDelivery: (1e6 * phase.serverCpuSeconds) / deliveries,
+    wireBytesPerDelivery: wire / deliveries,
+    // what the server agreed to ("" for no extension), from the sender and the last member
+    extensions: [sender.ws.extensions, clients[n - 1].ws.extensions],
     latencyMs: samples.summary(),
     drained,
   };
@@ -574,6 +639,8 @@ async function idle(config) {
   log(`idle: ${n} sessions in ${sessionSeconds.toFixed(1)} s`);
   await sleep(300);
   const rssBefore = procRss(serverPid);
+  const sources = config.sourceAddresses || [];
+  const failed = config.tolerant ? [] : undefined;
   collectGarbage();
   const meter = new Meter(serverPid);
   log(`${config.scenario}: measuring`); // bench.profile starts sampling here
@@ -581,25 +648,36 @@ async function idle(config) {
     n,
     (i) => urls[i],
     (i) => `idle-${Math.floor(i / roomSize)}`,
-    { concurrency: 64, timeoutMs: 60000 },
+    {
+      concurrency: 64,
+      timeoutMs: 60000,
+      localAddress: sources.length ? (i) => sources[i % sources.length] : null,
+      failed,
+    },
   );
   const phase = meter.stop();
   log(`idle: ${n} clients joined in ${phase.seconds.toFixed(1)} s`);
   await sleep(config.hold * 1000);
   const rssAfter = procRss(serverPid);
   const open = clients.filter((c) => c.ws.readyState === WebSocket.OPEN).length;
+  const loadgenRss = process.memoryUsage().rss;
   for (const client of clients) client.close();
   return {
     clients: n,
     open,
+    failed: failed ? failed.length : 0,
+    failures: failed ? [...new Set(failed)].slice(0, 5) : [],
+    sourceAddresses: sources,
     roomSize,
     sessionSeconds,
     connectSeconds: phase.seconds,
+    connectionsPerSecond: (n - (failed ? failed.length : 0)) / phase.seconds,
     connectServerCpuSeconds: phase.serverCpuSeconds,
     holdSeconds: config.hold,
     rssBefore,
     rssAfter,
     rssBytesPerConnection: (rssAfter - rssBefore) / n,
+    loadgenRss,
   };
 }
 
@@ -676,7 +754,9 @@ async function recovery(config) {
   };
 }
 
-const SCENARIOS = { fanout, rooms, idle, connect, recovery };
+// compression is fanout with `deflate` and prose texts, idle100k is idle from several source
+// addresses (run.py sets both): the names only tell the runs apart
+const SCENARIOS = { fanout, rooms, idle, connect, recovery, compression: fanout, idle100k: idle };
 
 // -- main ---------------------------------------------------------------------------------------
 
@@ -689,6 +769,7 @@ function readConfig() {
 async function main() {
   const config = readConfig();
   CLK_TCK = config.clkTck || 100;
+  offerDeflate = Boolean(config.deflate);
   const run = SCENARIOS[config.scenario];
   if (!run) throw new Error(`unknown scenario ${config.scenario}; one of ${Object.keys(SCENARIOS)}`);
   const deadline = setTimeout(() => {

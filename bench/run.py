@@ -1,26 +1,30 @@
-"""The chat's benchmark suite: the project side by side with two references, in one run.
+"""The chat's benchmark suite: the project side by side with three references, in one run.
 
-    python -m bench.run [--quick] [--scenarios fanout,rooms,idle,connect,recovery] [--json out.json]
+    python -m bench.run [--quick] [--scenarios fanout,rooms,idle,connect,recovery,compression] [--json out.json]
+    python -m bench.run --scenarios idle100k [--idle-connections 100000]
 
 For each scenario it starts, one after the other, a fresh server of each kind
 (:mod:`bench.servers`): the project (gunicorn as the README runs it,
-persistence on), the ``websockets`` peer and the floor (:mod:`bench.peers`),
-each pinned to core 0, and drives it with ``bench/loadgen.js`` (Node, the
-``ws`` package) pinned to core 1. It prints one table with the ratios
-project/websockets and project/floor, checks the targets of the performance
-issue, and writes every figure as JSON with ``--json``. Each case runs
-``--repeat`` times (3; 1 with ``--quick``), interleaved, and the table shows
-medians. The full run takes about 8 minutes, ``--quick`` about one;
-everything runs on 127.0.0.1 only and every step has a time limit.
-bench/README.md explains each figure.
+persistence on), the ``websockets`` peer, the floor and Node's ``ws``
+(:mod:`bench.peers`), each pinned to core 0, and drives it with
+``bench/loadgen.js`` (Node, the ``ws`` package) pinned to core 1. It prints
+one table with the ratios of the project to each peer, a table of the
+project's compression modes, checks the targets of the performance issue,
+and writes every figure as JSON with ``--json``. Each case runs ``--repeat``
+times (3; 1 with ``--quick``), interleaved, and the tables show medians. The
+full run takes about 11 minutes, ``--quick`` about two; everything runs on
+loopback only and every step has a time limit. bench/README.md explains
+each figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,7 +54,18 @@ NODE_FLAGS = (
     "--expose-gc",
 )
 SERVER_CPU, LOADGEN_CPU = 0, 1
-SCENARIOS = ("fanout", "rooms", "idle", "connect", "recovery")
+SCENARIOS = ("fanout", "rooms", "idle", "connect", "recovery", "compression")
+#: Scenarios run only when named in ``--scenarios``.
+EXTRA_SCENARIOS = ("idle100k",)
+#: The peers, in the table's order, and the ratio columns' short names.
+PEERS = tuple(kind for kind in KINDS if kind != "project")
+SHORT = {"websockets": "ws"}
+#: CHAT_DEFLATE of each run of ``compression``, and the ratios its table shows.
+DEFLATE_VARIANTS: dict[str, dict[str, object]] = {mode: {"deflate": mode} for mode in ("off", "shared", "per-client")}
+DEFLATE_RATIOS = (("shared", "off"), ("per-client", "shared"))
+#: Connections per loopback source address in idle100k: Linux has about 28,000 ephemeral
+#: ports per (source address, server address, server port).
+CONNECTIONS_PER_SOURCE = 20_000
 
 Result = dict[str, Any]
 
@@ -68,9 +83,24 @@ class Case:
     #: CHAT_* settings for the project in this case
     settings: dict[str, object]
     deadline: float
+    #: The project alone (the peers are skipped).
+    project_only: bool = False
+    #: The project alone, once per variant: its name and the CHAT_* settings added for it
+    #: (the variants take the servers' place in the interleaving and get a table of their own).
+    variants: dict[str, dict[str, object]] | None = None
+    #: (numerator, denominator) variants whose ratios the variants' table shows.
+    ratios: tuple[tuple[str, str], ...] = ()
+    #: Open files the server and the load generator each need (checked before starting).
+    files: int = 0
+
+    def runs(self, kinds: list[str]) -> list[tuple[str, str]]:
+        """(label, kind) of each server this case runs, in order: kinds, or the project's variants."""
+        if self.variants is not None:
+            return [(name, "project") for name in self.variants] if "project" in kinds else []
+        return [(kind, kind) for kind in kinds if kind == "project" or not self.project_only]
 
 
-def cases(scenarios: list[str], quick: bool) -> list[Case]:
+def cases(scenarios: list[str], quick: bool, idle_connections: int = 100_000) -> list[Case]:
     """The measurements of a run: short ones with ``quick``."""
     out: list[Case] = []
     if "fanout" in scenarios:
@@ -112,6 +142,53 @@ def cases(scenarios: list[str], quick: bool) -> list[Case]:
     if "recovery" in scenarios:
         params = {"messages": 1000, "trials": 50 if quick else 200}
         out.append(Case("recovery", "recovery", params, {}, deadline=120))
+    if "compression" in scenarios:
+        # fanout N=1000, the clients offering permessage-deflate, with ~400-byte texts of chat
+        # words (the server compresses messages of 256 bytes and more): CHAT_DEFLATE off, shared
+        # (compressed once per broadcast) and per-client (once per member)
+        compression: dict[str, Any] = {
+            "members": 1000,
+            "warmup": 0.5 if quick else 1.0,
+            "seconds": 2.0 if quick else 5.0,
+            "deflate": True,
+            "text": "prose",
+            "textBytes": 400,
+        }
+        settings: dict[str, object] = {"send_buffer": 64 * 1024 * 1024}
+        out.append(
+            Case(
+                "compression N=1000",
+                "compression",
+                compression,
+                settings,
+                deadline=120,
+                variants=DEFLATE_VARIANTS,
+                ratios=DEFLATE_RATIOS,
+            )
+        )
+    if "idle100k" in scenarios:
+        clients = idle_connections
+        sources = [f"127.0.0.{2 + i}" for i in range(math.ceil(clients / CONNECTIONS_PER_SOURCE))]
+        idle100k: dict[str, Any] = {
+            "clients": clients,
+            "roomSize": 10,
+            "hold": 2.0,
+            "sourceAddresses": sources,
+            "tolerant": True,
+        }
+        # the project's cap on connections (CHAT_MAX_CONNECTIONS, 10,000 by default) lifted for this run only
+        settings = {"max_connections": clients + 100}
+        out.append(
+            Case(
+                f"idle100k {clients:,}",
+                "idle100k",
+                idle100k,
+                settings,
+                deadline=120 + clients / 200,
+                project_only=True,
+                files=clients + 1024,
+            )
+        )
     return out
 
 
@@ -147,10 +224,18 @@ def run_loadgen(config: dict[str, Any], cpu: int | None, log_path: Path, timeout
     return result
 
 
-def measure(case: Case, kind: str, workdir: Path, pin: bool) -> Result:
-    """One case against one fresh server of ``kind``."""
+def measure(case: Case, kind: str, workdir: Path, pin: bool, variant: str = "") -> Result:
+    """One case against one fresh server of ``kind`` (the project: in ``variant``, if the case has them)."""
     server_cpu = SERVER_CPU if pin else None
-    settings = case.settings if kind == "project" else {}
+    settings = {**case.settings, **(case.variants or {}).get(variant, {})} if kind == "project" else {}
+    files, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files < case.files:
+        return {
+            "error": f"the open-file limit is {files:,} (hard limit {hard:,}): "
+            f"{case.key} needs about {case.files:,} descriptors in the server and as many in the load generator; "
+            "raise the hard limit (ulimit -Hn, LimitNOFILE=, or root with CAP_SYS_RESOURCE) or pass a smaller "
+            "--idle-connections"
+        }
     try:
         with serving(kind, workdir, server_cpu, **settings) as server:
             config = {
@@ -224,6 +309,22 @@ METRICS: dict[str, list[Metric]] = {
         Metric("open→joined p99 ms", _path("latencyMs", "p99"), "{:.2f}", "lower"),
         Metric("server CPU µs/session (POST)", _path("serverCpuUsPerSession"), "{:,.0f}", ""),
     ],
+    "compression": [
+        Metric("deliveries/s", _path("deliveriesPerSecond"), "{:,.0f}", "higher"),
+        Metric("server CPU µs/delivery", _path("serverCpuUsPerDelivery"), "{:.2f}", "lower"),
+        Metric("latency p99 ms", _path("latencyMs", "p99"), "{:.1f}", "lower"),
+        Metric("bytes read/delivery", _path("wireBytesPerDelivery"), "{:,.0f}", "lower"),
+        Metric("server CPU %", _path("serverCpuPercent"), "{:.0f}", ""),
+        Metric("loadgen CPU %", _path("loadgenCpuPercent"), "{:.0f}", ""),
+    ],
+    "idle100k": [
+        Metric("RSS bytes/connection", _path("rssBytesPerConnection"), "{:,.0f}", "lower"),
+        Metric("server RSS MB, all connected", lambda r: _mb(r, "rssAfter"), "{:,.0f}", "lower"),
+        Metric("connections/s", _path("connectionsPerSecond"), "{:,.0f}", "higher"),
+        Metric("connections open", _path("open"), "{:,.0f}", ""),
+        Metric("connections failed", _path("failed"), "{:,.0f}", ""),
+        Metric("loadgen RSS MB", lambda r: _mb(r, "loadgenRss"), "{:,.0f}", ""),
+    ],
     "recovery": [
         Metric("join→joined p50 ms", _path("latencyMs", "p50"), "{:.2f}", "lower"),
         Metric("join→joined p99 ms", _path("latencyMs", "p99"), "{:.2f}", "lower"),
@@ -233,23 +334,29 @@ METRICS: dict[str, list[Metric]] = {
 }
 
 
+def _mb(result: Result, key: str) -> float | None:
+    value = _path(key)(result)
+    return None if value is None else value / 1e6
+
+
 def median_of(metric: Metric, runs: list[Result]) -> float | None:
     """The median of a figure over the runs that have it (the lower middle of an even count)."""
     values = sorted(v for v in (metric.get(run) for run in runs if "error" not in run) if v is not None)
     return values[(len(values) - 1) // 2] if values else None
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
 def table_rows(results: dict[str, dict[str, list[Result]]], case_list: list[Case]) -> list[dict[str, Any]]:
-    """One row per figure: each server's median over the repetitions, and the two ratios."""
+    """One row per figure of the cases with no variants: each server's median, and project/peer for each peer."""
     rows = []
     for case in case_list:
+        if case.variants is not None:
+            continue
         for metric in METRICS[case.scenario]:
             values = {kind: median_of(metric, results[case.key].get(kind, [])) for kind in KINDS}
-            project = values["project"]
-
-            def ratio(peer: float | None, project: float | None = project) -> float | None:
-                return project / peer if project is not None and peer else None
-
             rows.append(
                 {
                     "case": case.key,
@@ -257,22 +364,52 @@ def table_rows(results: dict[str, dict[str, list[Result]]], case_list: list[Case
                     "better": metric.better,
                     "format": metric.fmt,
                     **values,
-                    "project/websockets": ratio(values["websockets"]),
-                    "project/floor": ratio(values["floor"]),
+                    **{f"project/{peer}": _ratio(values["project"], values[peer]) for peer in PEERS},
                 }
             )
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a fixed-width text table (also valid Markdown)."""
-    header = ["case", "figure", "better", "project", "websockets", "floor", "proj/ws", "proj/floor"]
+def _short(ratio: str) -> str:
+    """A ratio's column name: ``project/websockets`` as ``proj/ws``."""
+    numerator, _, denominator = ratio.partition("/")
+    return f"{'proj' if numerator == 'project' else numerator}/{SHORT.get(denominator, denominator)}"
+
+
+def variant_rows(results: dict[str, dict[str, list[Result]]], case: Case) -> list[dict[str, Any]]:
+    """One row per figure of a case with variants: each variant's median, and the case's ratios."""
+    rows = []
+    for metric in METRICS[case.scenario]:
+        values = {name: median_of(metric, results[case.key].get(name, [])) for name in case.variants or {}}
+        ratios = {f"{a}/{b}": _ratio(values[a], values[b]) for a, b in case.ratios}
+        rows.append(
+            {
+                "case": case.key,
+                "metric": metric.label,
+                "better": metric.better,
+                "format": metric.fmt,
+                **values,
+                **ratios,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None, ratios: list[str] | None = None) -> str:
+    """The rows as a fixed-width text table (also valid Markdown): a column per server and per ratio.
+
+    By default the servers are :data:`KINDS` and the ratios project/peer; a
+    variants' table names its own (:func:`variant_rows`).
+    """
+    columns = list(KINDS) if columns is None else columns
+    ratios = [f"project/{peer}" for peer in PEERS] if ratios is None else ratios
+    header = ["case", "figure", "better", *columns, *(_short(ratio) for ratio in ratios)]
     lines = []
     for row in rows:
         cells = [row["case"], row["metric"], row["better"]]
-        for kind in KINDS:
-            cells.append("—" if row[kind] is None else row["format"].format(row[kind]))
-        for key in ("project/websockets", "project/floor"):
+        for column in columns:
+            cells.append("—" if row[column] is None else row["format"].format(row[column]))
+        for key in ratios:
             cells.append("—" if row[key] is None or not row["better"] else f"{row[key]:.2f}×")
         lines.append(cells)
     widths = [max(len(str(c)) for c in column) for column in zip(header, *lines, strict=True)]
@@ -309,7 +446,7 @@ def targets(rows: list[dict[str, Any]], case_list: list[Case]) -> list[dict[str,
         check("fanout N=1000: ≥ 1.5× websockets deliveries/s", ratio, 1.5, ">=", _times(ratio))
         ratio = fanout["project/floor"]
         check("fanout N=1000: ≥ 1.0× the floor's deliveries/s", ratio, 1.0, ">=", _times(ratio))
-    idle = row("idle", "RSS bytes/connection")
+    idle = row("idle ", "RSS bytes/connection")
     if idle:
         clients = next(c.params["clients"] for c in case_list if c.scenario == "idle")
         value = idle["project"] if clients >= 10_000 else None
@@ -327,6 +464,17 @@ def targets(rows: list[dict[str, Any]], case_list: list[Case]) -> list[dict[str,
     if cpu:
         ratio = cpu["project/websockets"]
         check("rooms: CPU per delivery ≤ websockets'", ratio, 1.0, "<=", _times(ratio))
+    rss = row("idle100k", "server RSS MB, all connected")
+    opened = row("idle100k", "connections open")
+    if rss and opened:
+        clients = next(c.params["clients"] for c in case_list if c.scenario == "idle100k")
+        full = clients >= 100_000
+        shown = "—" if rss["project"] is None else f"{rss['project']:,.0f} MB at {clients:,} connections"
+        check("idle100k: server RSS < 1 GB at 100,000 connections", rss["project"] if full else None, 1000, "<=", shown)
+        shown = "—" if opened["project"] is None else f"{opened['project']:,.0f} of {clients:,}"
+        check(
+            "idle100k: all 100,000 connections open at once", opened["project"] if full else None, 100_000, ">=", shown
+        )
     return checks
 
 
@@ -404,7 +552,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fanout N=1000 only, shorter phases, one run each")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: %(default)s (default: all)"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: %(default)s (the default), and {', '.join(EXTRA_SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="connections idle100k holds (default %(default)s)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON to PATH")
     parser.add_argument("--servers", default=",".join(KINDS), help="comma-separated, from: %(default)s")
@@ -415,20 +572,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
-    if unknown := set(scenarios) - set(SCENARIOS):
+    if unknown := set(scenarios) - set(SCENARIOS) - set(EXTRA_SCENARIOS):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     repeat = args.repeat or (1 if args.quick else 3)
     if repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.idle_connections < 1:
+        parser.error("--idle-connections must be at least 1")
 
     raise_nofile()
     ensure_loadgen()
     pin = can_pin()
     if not pin:
         print("bench: no taskset or fewer than 2 cores: server and load generator are NOT pinned", file=sys.stderr)
-    case_list = cases(scenarios, args.quick)
+    case_list = cases(scenarios, args.quick, args.idle_connections)
     info = machine()
     print(
         f"bench: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}, "
@@ -440,18 +599,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as scratch:
         root = args.keep or Path(scratch)
         for number, case in enumerate(case_list):
-            results[case.key] = {kind: [] for kind in kinds}
+            runs_of_case = case.runs(kinds)
+            if not runs_of_case:
+                print(f"bench: {case.key} is for the project alone: skipped", file=sys.stderr)
+            results[case.key] = {label: [] for label, _ in runs_of_case}
             for run in range(1, repeat + 1):
-                for kind in kinds:
-                    print(f"bench: {case.key} — {kind}, run {run} of {repeat} …", file=sys.stderr, flush=True)
-                    workdir = root / f"{number:02d}-{case.scenario}-{kind}-{run}"
-                    result = measure(case, kind, workdir, pin)
-                    results[case.key][kind].append(result)
+                for label, kind in runs_of_case:
+                    print(f"bench: {case.key} — {label}, run {run} of {repeat} …", file=sys.stderr, flush=True)
+                    workdir = root / f"{number:02d}-{case.scenario}-{label}-{run}"
+                    result = measure(case, kind, workdir, pin, label if case.variants else "")
+                    results[case.key][label].append(result)
                     if "error" in result:
-                        print(f"bench: {case.key} — {kind} FAILED: {result['error'][:2000]}", file=sys.stderr)
+                        print(f"bench: {case.key} — {label} FAILED: {result['error'][:2000]}", file=sys.stderr)
     elapsed = time.monotonic() - started
 
     rows = table_rows(results, case_list)
+    variant_tables = {
+        case.key: variant_rows(results, case) for case in case_list if case.variants and results[case.key]
+    }
     checks = targets(rows, case_list)
     notes = noise(results)
     pinning = f"servers on core {SERVER_CPU}, load generator on core {LOADGEN_CPU}" if pin else "not pinned"
@@ -460,7 +625,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{info['nproc']} × {info['cpu']}, Linux {info['kernel']}, Python {info['python']}, gevent {info['gevent']}\n"
     )
-    print(format_table(rows))
+    if rows:
+        print(format_table(rows))
+    for case in case_list:
+        if case.key in variant_tables:
+            print(
+                f"\n{case.key}, the project alone: {', '.join(f'CHAT_DEFLATE={name}' for name in case.variants or {})}"
+            )
+            print(
+                format_table(variant_tables[case.key], list(case.variants or {}), [f"{a}/{b}" for a, b in case.ratios])
+            )
     print("\ntargets (docs/performance.md):")
     for item in checks:
         state = {True: "met", False: "NOT met", None: "not measured"}[item["met"]]
@@ -479,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             "cases": [case.__dict__ for case in case_list],
             "results": results,
             "table": rows,
+            "variantTables": variant_tables,
             "targets": checks,
             "notes": notes,
         }

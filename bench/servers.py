@@ -5,7 +5,8 @@
   ``CHAT_WS_BIND=127.0.0.1:0``), history in a temporary ``CHAT_DB``. The
   process measured is gunicorn's one worker (``Booting worker with pid: N``):
   it serves both the web app and the WebSocket server.
-* ``websockets`` and ``floor`` — :mod:`bench.peers`, one process each.
+* ``websockets``, ``floor`` and ``nodews`` — :mod:`bench.peers`, one process
+  each (``nodews`` is Node and the ``ws`` package, ``peers/node_ws_peer.js``).
 
 Every process is started under ``taskset -c CPU`` (gunicorn's worker and its
 threads inherit the affinity) with the file-descriptor limit raised to the
@@ -31,8 +32,15 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("project", "websockets", "floor")
-PEER_MODULES = {"websockets": "bench.peers.websockets_peer", "floor": "bench.peers.floor_peer"}
+KINDS = ("project", "websockets", "floor", "nodews")
+#: How each peer is started (``--bind HOST:PORT`` is added).
+PEER_COMMANDS = {
+    "websockets": [sys.executable, "-m", "bench.peers.websockets_peer"],
+    "floor": [sys.executable, "-m", "bench.peers.floor_peer"],
+    "nodews": ["node", str(REPO_ROOT / "bench" / "peers" / "node_ws_peer.js")],
+}
+#: Open files wanted for every process: 100,000 connections (``idle100k``) need as many descriptors on each side.
+NOFILE_WANTED = 262_144
 
 _HTTP_LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 _WORKER_BOOTED = re.compile(r"Booting worker with pid: (\d+)")
@@ -47,12 +55,14 @@ class StartError(RuntimeError):
 
 
 def raise_nofile() -> None:
-    """Raise this process's open-file limit as far as allowed (10,000 sockets need it).
+    """Raise this process's open-file limit as far as allowed (10,000 sockets need it, idle100k 100,000).
 
-    Used as ``preexec_fn`` of every child, and once for the runner itself.
+    Beyond the hard limit only with CAP_SYS_RESOURCE (root on a host, seldom in
+    a container), and never beyond ``/proc/sys/fs/nr_open``. Used as
+    ``preexec_fn`` of every child, and once for the runner itself.
     """
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for wanted in (max(hard, 65536), hard):
+    for wanted in sorted({max(hard, NOFILE_WANTED), max(hard, 131_072), max(hard, 65_536), hard}, reverse=True):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
             return
@@ -201,7 +211,7 @@ def start_project(workdir: Path, cpu: int | None, **settings: object) -> Running
 def start_peer(kind: str, workdir: Path, cpu: int | None) -> Running:
     """One of :mod:`bench.peers` on an ephemeral port."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", PEER_MODULES[kind], "--bind", "127.0.0.1:0"]
+    command = [*PEER_COMMANDS[kind], "--bind", "127.0.0.1:0"]
     log_path = workdir / f"{kind}.log"
     running = Running(kind, _spawn(pinned(command, cpu), log_path, env), log_path)
     running.pid = running.process.pid
