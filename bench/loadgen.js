@@ -314,6 +314,7 @@ class Client {
     this.ws = null;
     this.waiter = null;
     this.done = false; // closed on purpose
+    this.extensions = null; // the server's Sec-WebSocket-Extensions ("" for none)
   }
 
   /** Connect and wait for hello. */
@@ -328,6 +329,9 @@ class Client {
       });
       this.ws = ws;
       this.waiter = { type: 'hello', resolve, reject };
+      ws.on('upgrade', (response) => {
+        this.extensions = response.headers['sec-websocket-extensions'] || '';
+      });
       ws.on('message', (data) => this.onData(data));
       ws.on('error', (error) => {
         errors.connect++;
@@ -535,7 +539,7 @@ async function fanout(config) {
     serverCpuUsPerDelivery: (1e6 * phase.serverCpuSeconds) / deliveries,
     wireBytesPerDelivery: wire / deliveries,
     // what the server agreed to ("" for no extension), from the sender and the last member
-    extensions: [sender.ws.extensions, clients[n - 1].ws.extensions],
+    extensions: [sender.extensions, clients[n - 1].extensions],
     latencyMs: samples.summary(),
     drained,
   };
