@@ -33,7 +33,11 @@ chat_settings = Settings.from_env()
 bind = [chat_settings.http_bind]
 worker_class = "gevent"
 workers = 1
-graceful_timeout = 10
+# A stopping worker drains its WebSocket clients over CHAT_DRAIN_SECONDS, then has a margin to finish.
+graceful_timeout = chat_settings.graceful_timeout
+# A draining worker no longer tells the master it is alive (gunicorn closes its heartbeat file before
+# worker_exit): during a rolling restart, the master must not take it for stuck before it is done.
+timeout = max(30, graceful_timeout + 5)
 accesslog = "-"
 # CHAT_LOG_FORMAT=json: gunicorn's own lines (errors, access) as JSON too.
 logconfig_dict = logs.gunicorn_logconfig(chat_settings.log_format)
@@ -118,10 +122,12 @@ def post_worker_init(worker):
     chat = start_chat(app, web_urls)
 
     def stop_when_worker_stops():
-        # gunicorn has no hook on SIGTERM: the clients get their 1001 while the HTTP requests finish
+        # gunicorn has no hook on SIGTERM: the clients are drained while the HTTP requests finish
         while not worker_stopping(worker):
             gevent.sleep(0.1)
-        chat.stop(timeout=max(1.0, worker.cfg.graceful_timeout - 2))
+        budget = worker.cfg.graceful_timeout - 2  # a --graceful-timeout shorter than the drain shortens it
+        drain = min(chat_settings.drain_seconds, max(0.0, budget - 3))
+        chat.stop(timeout=max(1.0, budget - drain), drain=drain)
 
     _chat_stopper = gevent.spawn(stop_when_worker_stops)
 
@@ -129,9 +135,10 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """The worker served its last HTTP request: let the chat finish stopping before the process exits.
 
-    Its WebSocket clients must have had their 1001 and the history its last
-    commit. gunicorn calls this hook in the worker once its ``run`` returned,
-    and in the master for a worker that vanished (no chat to wait for there).
+    Its WebSocket clients must have been drained (docs/protocol.md §5, 1012)
+    and the history must have had its last commit. gunicorn calls this hook
+    in the worker once its ``run`` returned, and in the master for a worker
+    that vanished (no chat to wait for there).
     """
     if _chat_stopper is not None:
         _chat_stopper.join(timeout=worker.cfg.graceful_timeout)

@@ -31,4 +31,4 @@ if __name__ == "__main__":
     log.info("chat: web app on http://%s:%s/, WebSocket server on %s", host, http.server_port, chat.url)
     wait_for_shutdown()
     http.stop(timeout=5)
-    chat.stop(timeout=5)
+    chat.stop(timeout=5)  # drains the clients over CHAT_DRAIN_SECONDS first

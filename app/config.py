@@ -8,6 +8,7 @@ build a ``Settings`` with overrides instead. The README lists them all.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping
@@ -63,6 +64,9 @@ class Settings:
     #: Seconds a client has to complete the opening handshake, and the closing one.
     handshake_timeout: float = 10.0
     close_timeout: float = 5.0
+    #: Seconds over which a stopping server closes its clients (1012, each at its own moment, each
+    #: told when to come back), so that they do not all reconnect at once; 0: all at once.
+    drain_seconds: float = 10.0
     #: Most simultaneous WebSocket connections (beyond: 503).
     max_connections: int = 10_000
     #: Most simultaneous WebSocket connections from one address (beyond: 429; 0: no limit).
@@ -138,10 +142,21 @@ class Settings:
         return None
 
     def __post_init__(self) -> None:
+        if self.drain_seconds < 0:
+            raise ValueError("CHAT_DRAIN_SECONDS must be 0 or more")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("CHAT_TLS_CERT and CHAT_TLS_KEY go together: set both, or neither")
         if self.deflate not in DEFLATE_MODES:
             raise ValueError(f"CHAT_DEFLATE must be one of {', '.join(DEFLATE_MODES)}, got {self.deflate!r}")
+
+    @property
+    def graceful_timeout(self) -> int:
+        """Whole seconds a stopping process may take: the drain, then :data:`SHUTDOWN_MARGIN` to finish.
+
+        gunicorn's ``graceful_timeout`` (gunicorn.conf.py): the master kills a
+        worker that takes longer.
+        """
+        return math.ceil(self.drain_seconds + SHUTDOWN_MARGIN)
 
     @property
     def secure(self) -> bool:
@@ -153,6 +168,10 @@ class Settings:
         """The configured allowed origins, without trailing slashes."""
         return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
+
+#: Seconds a stopping process has after the drain: the last clients' closing handshakes
+#: (``close_timeout``), the HTTP requests under way, the history's last commit.
+SHUTDOWN_MARGIN = 10
 
 TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
 

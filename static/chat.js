@@ -34,7 +34,9 @@
 //                         for 9 more minutes", "Slow mode: wait 7 s"); the unsent text stays in
 //                         the composer
 //
-// Reconnecting: exponential backoff with jitter; before each attempt a fresh
+// Reconnecting: after a close 1012 (the server restarts, docs/protocol.md §5), once the
+// server's retry hint ("restarting retry=MS") has passed, plus up to 10 % more at random;
+// otherwise exponential backoff with full jitter, capped at 30 s. Before each attempt a fresh
 // ws_url from POST /api/session (same nick, the cookie keeps the session);
 // every room is joined again with since = the last id seen in it (and the
 // epoch that id belongs to), and messages are deduplicated by id per room.
@@ -147,7 +149,12 @@ function isUpdate(entry) {
 // -- the chat page ----------------------------------------------------------------------------
 
 const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 10_000;
+const BACKOFF_MAX_MS = 30_000;
+/** A restart (docs/protocol.md §5): come back after the hint in the reason, "restarting retry=MS". */
+const SERVICE_RESTART = 1012;
+const RETRY_HINT = /(?:^| )retry=(\d+)(?: |$)/;
+/** At most this much of the hint is added at random, so that clients given one hint still spread. */
+const HINT_JITTER = 0.1;
 const ADMIN_CLOSE_CODES = new Set([4001, 4003]);
 const SIGNED_OUT = 4002;
 const STATE_LABELS = {
@@ -394,15 +401,22 @@ class ChatApp {
       this.stop(`You were disconnected by an admin: ${event.reason || (event.code === 4003 ? "banned" : "kicked")}`);
       return;
     }
-    this.scheduleReconnect();
+    const hint = event.code === SERVICE_RESTART ? RETRY_HINT.exec(event.reason || "") : null;
+    this.scheduleReconnect(hint ? Number(hint[1]) : null);
   }
 
-  scheduleReconnect() {
+  /** Connect again after ``hintMs`` (the server's, plus jitter), or after the next backoff step. */
+  scheduleReconnect(hintMs = null) {
     if (this.stopped) return;
     this.setState("reconnecting");
-    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2); // "equal jitter"
-    this.attempt += 1;
+    let delay;
+    if (hintMs !== null) {
+      delay = hintMs * (1 + Math.random() * HINT_JITTER); // a planned restart: not a failed attempt
+    } else {
+      const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+      delay = Math.random() * ceiling; // "full jitter"
+      this.attempt += 1;
+    }
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }

@@ -6,14 +6,16 @@ other paths (404), foreign browser origins (403), missing or bad credentials
 (401), banned nicks (403) and a nick another session holds (409). Each client is a
 :class:`Client`: the chat domain's member, writing through its
 :class:`ServerWebSocket` without ever blocking a broadcast. One greenlet pings
-every client (keepalive); :meth:`ChatServer.stop` closes them all with 1001
-and commits the history.
+every client (keepalive); :meth:`ChatServer.stop` closes them all with 1012
+and a retry hint, spread over ``CHAT_DRAIN_SECONDS`` (:mod:`.drain`), and
+commits the history.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from app.chat.service import ChatService
 from app.config import Settings
 from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
 
+from .drain import moments, restart_reason, retry_hint
 from .server import ServerConfig, WebSocketServer, parse_bind
 from .tls import server_context
 from .websocket import ServerWebSocket
@@ -224,18 +227,40 @@ class ChatServer:
         self._metrics = gevent.spawn(self._metrics_loop)
         log.warning("chat: WebSocket server listening on %s", self.url)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, close every client with 1001, then commit the history."""
+    def stop(self, timeout: float = 5.0, drain: float | None = None) -> None:
+        """Stop accepting, drain the clients, give them ``timeout`` s more to go, then commit the history.
+
+        The drain (:mod:`app.server.drain`) closes each client with 1012 and
+        a retry hint at its own moment of ``drain`` seconds (default
+        ``CHAT_DRAIN_SECONDS``); until then a client is served as ever.
+        """
+        window = self.settings.drain_seconds if drain is None else drain
         self.service.accepting = False
         self.ws_server.stream_server.close()
+        self._drain(window)
         for greenlet in (self._keepalive, self._metrics):
             if greenlet is not None:
                 greenlet.kill()
-        for client in list(self.clients.values()):
-            client.ws.close_soon(CloseCode.GOING_AWAY, "server shutting down")
         self.ws_server.pool.join(timeout=timeout)
         self.ws_server.pool.kill(timeout=1)
         self.service.close()
+
+    def _drain(self, window: float) -> None:
+        """Close every client with 1012, each at its own moment of ``window`` s, each with its own hint."""
+        clients = list(self.clients.values())
+        random.shuffle(clients)
+        if clients:
+            log.warning("chat: draining %d clients over %.1f s", len(clients), window)
+        started = time.monotonic()
+        for client, moment in zip(clients, moments(len(clients), window), strict=True):
+            if not self.clients:
+                break  # every client left by itself
+            delay = started + moment - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            client.close(CloseCode.SERVICE_RESTART, restart_reason(retry_hint()))
+        for client in list(self.clients.values()):  # those whose handshake was under way
+            client.close(CloseCode.SERVICE_RESTART, restart_reason(retry_hint()))
 
     def _refused_at_accept(self, reason: str) -> None:
         """A connection refused before the gate (over a limit, a bad request): counted, logged now and then."""

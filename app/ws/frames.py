@@ -68,6 +68,9 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     MANDATORY_EXTENSION = 1010
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # IANA registry: "the server is restarting", reconnect
+    TRY_AGAIN_LATER = 1013  # IANA registry: "temporary server condition"
+    BAD_GATEWAY = 1014  # IANA registry: a gateway's upstream failed
 
 
 # Opcode by its 4-bit value; None for the reserved ones (§5.2).
@@ -77,11 +80,13 @@ _OPCODES: tuple[Opcode | None, ...] = tuple(Opcode(v) if v in Opcode._value2memb
 def is_valid_close_code(code: int) -> bool:
     """Whether ``code`` may appear in a close frame we receive (RFC 6455 §7.4).
 
-    1000–1003 and 1007–1011 are defined by the RFC; 3000–3999 are registered
-    with IANA and 4000–4999 are private. 1004–1006 and 1015 are reserved and
-    must never be sent; anything else is unassigned.
+    1000–1003 and 1007–1011 are defined by the RFC; 1012–1014 were added to
+    its IANA registry since (a client echoes the 1012 the chat closes with on
+    a restart); 3000–3999 are registered with IANA and 4000–4999 are private.
+    1004–1006 and 1015 are reserved and must never be sent; anything else is
+    unassigned.
     """
-    return 1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class FrameHeader(NamedTuple):

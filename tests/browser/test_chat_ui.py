@@ -382,6 +382,66 @@ def test_after_a_server_restart_pages_reconnect_and_show_missed_messages_once(
     expect(pages[alice].locator("#messages li.msg")).to_have_count(len(expected) + 1)
 
 
+#: In the page before its scripts: when each WebSocket closed (code, reason) and each POST /api/session started.
+RECORD_RECONNECTS = """
+window.__reconnects = [];
+const realFetch = window.fetch;
+window.fetch = function (url, ...rest) {
+  if (String(url).includes("/api/session")) window.__reconnects.push({ what: "session", at: performance.now() });
+  return realFetch.call(this, url, ...rest);
+};
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("close", (e) =>
+      window.__reconnects.push({ what: "close", at: performance.now(), code: e.code, reason: e.reason }));
+  }
+};
+"""
+
+
+def test_after_a_1012_the_page_comes_back_after_the_servers_hint_and_catches_up_with_since(
+    fixed_port_chat: Callable[[], ChatServer], new_page: NewPage
+) -> None:
+    chat = fixed_port_chat()
+    room, alice = fresh_room(), fresh_nick("alice")
+    page = new_page()
+    page.add_init_script(RECORD_RECONNECTS)
+    enter(page, chat, alice, room)
+    say(page, "before restart")
+    # Away until the message below is pushed: its sessions are refused meanwhile.
+    page.context.route("**/api/session", lambda route: route.abort())
+
+    assert chat.stop(signal.SIGTERM) == 0  # the drain: 1012 "restarting retry=MS"
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    # its first attempt, at the hint, is refused: it goes on by backoff
+    page.wait_for_function(
+        """() => {
+          const close = window.__reconnects.find((r) => r.what === "close");
+          return close && window.__reconnects.some((r) => r.what === "session" && r.at > close.at);
+        }""",
+        timeout=WAIT_MS,
+    )
+    chat = fixed_port_chat()
+    pushed = push(chat, room, "pushed while away")
+    page.context.unroute("**/api/session")  # no 'online' event: the page comes back by its own backoff
+
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=RECONNECT_MS)
+    expect(message(page, "pushed while away")).to_have_count(1, timeout=WAIT_MS)
+    assert texts(page) == ["before restart", "pushed while away"]
+    assert ids(page)[-1] == pushed
+    wait_joined(page, alice)
+
+    events = page.evaluate("() => window.__reconnects")
+    closes = [e for e in events if e["what"] == "close"]
+    assert closes[0]["code"] == 1012, closes
+    hint = re.fullmatch(r"restarting retry=(\d+)", closes[0]["reason"])
+    assert hint, closes[0]
+    waited = next(e["at"] for e in events if e["what"] == "session" and e["at"] > closes[0]["at"]) - closes[0]["at"]
+    hint_ms = int(hint.group(1))
+    assert hint_ms - 20 <= waited <= hint_ms * 1.1 + scaled(1) * 1000, (waited, hint_ms)
+
+
 def test_after_a_restart_on_another_database_pages_reset_the_room_instead_of_dropping_its_new_messages(
     fixed_port_chat: Callable[..., ChatServer], new_page: NewPage, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ tests/server/test_connections.py.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -108,7 +109,7 @@ def test_a_since_from_another_database_gets_a_reset_not_the_new_databases_messag
         assert say(writer, room, "still counting")["id"] == len(texts) + 1
 
 
-def test_sigterm_closes_clients_with_1001_and_the_master_exits_in_time(start_chat: StartChat, tmp_path: Path) -> None:
+def test_sigterm_closes_clients_with_1012_and_the_master_exits_in_time(start_chat: StartChat, tmp_path: Path) -> None:
     chat = start_chat(tmp_path)
     room = fresh_room()
     in_room, _ = connect(chat, fresh_nick("a"))
@@ -121,7 +122,8 @@ def test_sigterm_closes_clients_with_1001_and_the_master_exits_in_time(start_cha
             closes = list(pool.map(lambda ws: read_until_closed(ws, scaled(12)), (in_room, idle)))
     for closed in closes:
         assert closed.rcvd is not None, f"no close frame: {closed!r}"
-        assert closed.rcvd.code == 1001
+        assert closed.rcvd.code == 1012  # CHAT_DRAIN_SECONDS=0: all at once (tests/chat/test_drain.py spreads it)
+        assert re.fullmatch(r"restarting retry=\d+", closed.rcvd.reason), closed.rcvd.reason
     returncode = chat.process.wait(timeout=scaled(15))
     elapsed = time.monotonic() - started
     assert elapsed < scaled(10), f"the master took {elapsed:.1f} s (graceful timeout: 10 s)"

@@ -52,6 +52,8 @@ def server_environment(db_path: Path, **overrides: object) -> dict[str, str]:
         CHAT_MESSAGE_RATE="0",
         # Every test client comes from 127.0.0.1; the per-address limit's own tests set it.
         CHAT_MAX_CONNECTIONS_PER_ADDRESS="0",
+        # Stopping closes every client at once unless a test spreads it (test_drain.py).
+        CHAT_DRAIN_SECONDS="0",
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env

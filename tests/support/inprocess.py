@@ -8,7 +8,7 @@ process wants (its log format, ``gc.freeze``). Everything the app does runs on
 that thread; the tests talk to it only over sockets, from the main thread,
 with the same outside clients as against gunicorn (``urllib``,
 ``websockets``, raw sockets). :meth:`InProcessChat.stop` asks that thread to
-stop the chat with its own ``stop(timeout)`` (1001 to every client, the
+stop the chat with its own ``stop(timeout)`` (1012 to every client, the
 history committed) and joins it.
 
 Settings come from the same ``CHAT_*`` names as the gunicorn process's
@@ -41,7 +41,8 @@ def chat_settings(db_path: Path, **env_overrides: object) -> Settings:
 
     Ephemeral WebSocket port, a database at ``db_path``, a secret key of its
     own, no rate limit and no per-address limit unless set (many tests send
-    faster than a person, and every client comes from 127.0.0.1).
+    faster than a person, and every client comes from 127.0.0.1), no drain
+    window unless set (every stop would wait for it).
     """
     environ = {
         "CHAT_WS_BIND": "127.0.0.1:0",
@@ -49,6 +50,7 @@ def chat_settings(db_path: Path, **env_overrides: object) -> Settings:
         "CHAT_SECRET_KEY": secrets.token_hex(32),
         "CHAT_MESSAGE_RATE": "0",
         "CHAT_MAX_CONNECTIONS_PER_ADDRESS": "0",
+        "CHAT_DRAIN_SECONDS": "0",
     }
     environ.update({key: str(value) for key, value in env_overrides.items()})
     return Settings.from_env(environ)
@@ -94,7 +96,7 @@ class InProcessChat:
             raise AssertionError("the in-process chat did not start") from self._failure
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the chat (its ``stop(timeout)``: 1001 to every client, the history committed) and its thread."""
+        """Stop the chat (its ``stop(timeout)``: 1012 to every client, the history committed) and its thread."""
         self._stop_timeout = timeout
         self._stopping.set()
         if self._thread.ident is not None:
