@@ -26,6 +26,11 @@ import gevent
 from app import logs
 from app.compat import worker_app, worker_listen_addresses, worker_stopping
 from app.config import Settings
+from app.resources import HTTP_CONNECTIONS, raise_open_file_limit
+
+# As many open files as the system lets this user have: the workers inherit
+# it, and a reconnect storm needs a descriptor per browser (app/resources.py).
+raise_open_file_limit()
 
 #: The chat's settings, read once from the environment when gunicorn reads this file.
 chat_settings = Settings.from_env()
@@ -33,6 +38,16 @@ chat_settings = Settings.from_env()
 bind = [chat_settings.http_bind]
 worker_class = "gevent"
 workers = 1
+# Simultaneous HTTP connections per worker (gevent: one greenlet each). After
+# a restart every browser asks for a session at once; beyond this many, new
+# connections wait in the listen backlog, so both are well above a burst.
+worker_connections = HTTP_CONNECTIONS
+backlog = 4096
+# Idle keep-alive connections are kept longer than clients keep theirs (Node's
+# fetch: 4 s), so a client never sends a request on a connection the server is
+# closing at that moment (a reset, "fetch failed"); browsers keep theirs
+# longer still, and retry a request that failed on a reused connection.
+keepalive = 10
 # A stopping worker drains its WebSocket clients over CHAT_DRAIN_SECONDS, then has a margin to finish.
 graceful_timeout = chat_settings.graceful_timeout
 # A draining worker no longer tells the master it is alive (gunicorn closes its heartbeat file before

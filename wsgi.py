@@ -15,9 +15,11 @@ if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
     from app import logs
+    from app.resources import raise_open_file_limit
     from app.runtime import start_chat
     from app.server.server import parse_bind, wait_for_shutdown
 
+    raise_open_file_limit()  # as under gunicorn (gunicorn.conf.py): a descriptor per browser
     settings = app.config["CHAT_SETTINGS"]
     # Every line in CHAT_LOG_FORMAT, as under gunicorn: the chat's, any library's, and the access lines.
     console = logging.StreamHandler()

@@ -108,6 +108,7 @@ HTTP_STATUS = {
     "too_many_attempts": 429,
     "unavailable": 503,
     "degraded": 503,
+    "busy": 503,
 }
 
 

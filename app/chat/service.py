@@ -128,6 +128,8 @@ class ChatService(RoomAdministration, MessageAmendments):
         self.limiter = RateLimiter(message_rate, message_burst)
         #: Set by the transport while it accepts connections (for /readyz).
         self.accepting = False
+        #: The connections the transport takes at most (0: not said); at it, no new session (:meth:`busy`).
+        self.capacity = 0
         #: Chat messages stored by this process; the last fan-out latencies (seconds).
         self.messages_stored = 0
         self._fanout_samples: deque[float] = deque(maxlen=FANOUT_SAMPLES)
@@ -178,6 +180,10 @@ class ChatService(RoomAdministration, MessageAmendments):
             self._remove(member, room)
         client.rooms.clear()
         self.broker.disconnected(member)
+
+    def busy(self) -> bool:
+        """Whether this process holds as many connections as it takes: a new session would be refused at once."""
+        return bool(self.capacity) and len(self._clients) >= self.capacity
 
     def nick_taken(self, identity: Identity) -> bool:
         """Whether a connected client of *another* session holds the nick, on any process."""

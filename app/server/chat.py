@@ -30,6 +30,7 @@ from app.chat.events import Outgoing
 from app.chat.protocol import ChatError
 from app.chat.service import ChatService
 from app.config import Settings
+from app.resources import open_file_limit, websocket_budget
 from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
 
 from .drain import moments, restart_reason, retry_hint
@@ -181,12 +182,23 @@ class ChatServer:
         self._ids = itertools.count(1)
         #: Connection ids are unique across processes: ``NODE.cN`` with Redis, ``cN`` alone.
         self._id_prefix = f"{service.broker.node}.c" if service.broker.node else "c"
+        #: The connections this process takes: CHAT_MAX_CONNECTIONS, or fewer if its open-file limit is low.
+        self.capacity = websocket_budget(settings.max_connections)
+        if self.capacity < settings.max_connections:
+            log.warning(
+                "chat: the open-file limit (%d) leaves room for %d WebSocket connections, not CHAT_MAX_CONNECTIONS=%d: "
+                "raise it (ulimit -n, systemd's LimitNOFILE)",
+                open_file_limit(),
+                self.capacity,
+                settings.max_connections,
+            )
+        service.capacity = self.capacity
         config = ServerConfig(
             max_message_size=settings.max_message_size,
             deflate=deflate_config(settings.deflate),
             handshake_timeout=settings.handshake_timeout,
             close_timeout=settings.close_timeout,
-            max_connections=settings.max_connections,
+            max_connections=self.capacity,
             max_connections_per_address=settings.max_connections_per_address,
             send_limit=settings.send_buffer,
             keep_request=False,

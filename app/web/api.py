@@ -31,6 +31,10 @@ MAX_HISTORY_PAGE = 1000
 MAX_SEARCH_RESULTS = 200
 
 
+#: Seconds a 503 tells the client to wait before trying again (a client adds jitter: docs/protocol.md §1.2).
+UNAVAILABLE_RETRY_AFTER = 5
+
+
 def error(status: int, code: str, message: str) -> ResponseReturnValue:
     """A JSON error: ``{"error": code, "message": message}``."""
     return jsonify(error=code, message=message), status
@@ -39,13 +43,15 @@ def error(status: int, code: str, message: str) -> ResponseReturnValue:
 @bp.errorhandler(ChatError)
 def refused(exc: ChatError) -> ResponseReturnValue:
     """The API's one answer to a refusal: the code, the message, the status (and when to try again)."""
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    retry_after = exc.retry_after or (UNAVAILABLE_RETRY_AFTER if exc.status == 503 else 0)
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
     return jsonify(error=exc.code, message=exc.message), exc.status, headers
 
 
 @bp.errorhandler(HistoryError)
 def history_unavailable(exc: HistoryError) -> ResponseReturnValue:
-    return error(503, "unavailable", "the history is unavailable, try again")
+    message = "the history is unavailable, try again"
+    return jsonify(error="unavailable", message=message), 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
 
 
 def json_object(example: str) -> dict[str, Any]:
@@ -112,6 +118,8 @@ def create_session() -> ResponseReturnValue:
     refusal = chat().refusal(identity)
     if refusal is not None:
         raise refusal
+    if chat().busy():  # its WebSocket would be refused: say so now, and when to come back
+        raise ChatError("busy", "the chat is full right now: try again shortly", retry_after=UNAVAILABLE_RETRY_AFTER)
     return welcome(identity)
 
 
