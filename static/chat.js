@@ -53,6 +53,7 @@
 //
 // This module also exports the checks and the room list the landing page shares.
 
+import { backoffDelay, retryAfterDelay } from "./backoff.js";
 import { closeEditor, element, openEditor, reacted, renderMessage, togglePicker } from "./message-view.js";
 
 /** Room names as the server checks them: ^[\w.-]{1,64}$ (Python's Unicode \w). */
@@ -148,8 +149,6 @@ function isUpdate(entry) {
 
 // -- the chat page ----------------------------------------------------------------------------
 
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 30_000;
 /** A restart (docs/protocol.md §5): come back after the hint in the reason, "restarting retry=MS". */
 const SERVICE_RESTART = 1012;
 const RETRY_HINT = /(?:^| )retry=(\d+)(?: |$)/;
@@ -359,7 +358,11 @@ class ChatApp {
         this.stop(`You cannot chat as ${this.nick} now: ${body.message || `HTTP ${response.status}`}`);
         return;
       }
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok) {
+        // 503 busy or degraded, 429: the server says when; anything else: back off.
+        this.scheduleReconnect(null, retryAfterDelay(response));
+        return;
+      }
       session = await response.json();
     } catch {
       this.scheduleReconnect();
@@ -405,16 +408,21 @@ class ChatApp {
     this.scheduleReconnect(hint ? Number(hint[1]) : null);
   }
 
-  /** Connect again after ``hintMs`` (the server's, plus jitter), or after the next backoff step. */
-  scheduleReconnect(hintMs = null) {
+  /**
+   * Connect again after ``hintMs`` (a restart's hint, plus jitter), after ``waitMs`` (a refusal's
+   * Retry-After, jittered already), or after the next backoff step (static/backoff.js).
+   */
+  scheduleReconnect(hintMs = null, waitMs = null) {
     if (this.stopped) return;
     this.setState("reconnecting");
     let delay;
     if (hintMs !== null) {
       delay = hintMs * (1 + Math.random() * HINT_JITTER); // a planned restart: not a failed attempt
+    } else if (waitMs !== null) {
+      delay = waitMs; // the server said when: that is the backoff, and the next failure still doubles it
+      this.attempt += 1;
     } else {
-      const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-      delay = Math.random() * ceiling; // "full jitter"
+      delay = backoffDelay(this.attempt);
       this.attempt += 1;
     }
     clearTimeout(this.retryTimer);

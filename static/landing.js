@@ -5,10 +5,14 @@
 // #register-button) posts /api/login or /api/accounts and reloads the page signed
 // in; #signed-in has #sign-out and #sign-out-everywhere. #account-error says why not.
 //
+// A busy server (503/429 with Retry-After) or none reachable: the session is asked for again
+// after a jittered wait (static/backoff.js), saying so in #form-error, up to 6 attempts.
+//
 // Element hooks: #join-form, #nick, #room, #join-button, #form-error,
 // #rooms (li[data-room] > button; li.private for your private rooms, shown by their title), #rooms-status.
 // Text from the server is only ever set with textContent. The checks are chat.js's.
 
+import { backoffDelay, retryAfterDelay } from "./backoff.js";
 import { ROOM_NAME, addStoredRoom, nickProblem, roomProblem } from "./chat.js";
 
 const form = document.getElementById("join-form");
@@ -81,26 +85,51 @@ form.addEventListener("submit", async (event) => {
   showError("");
   button.disabled = true;
   try {
-    const response = await fetch("/api/session", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ nick }),
-      credentials: "same-origin",
-    });
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      showError(body.message || `The server refused (HTTP ${response.status}).`);
-      nickInput.focus();
+    const outcome = await startSession(nick);
+    if (outcome.ok) {
+      addStoredRoom(room);
+      window.location.assign(`/chat?room=${encodeURIComponent(room)}`);
       return;
     }
-    addStoredRoom(room);
-    window.location.assign(`/chat?room=${encodeURIComponent(room)}`);
-  } catch {
-    showError("Could not reach the server. Try again in a moment.");
+    showError(outcome.message);
+    nickInput.focus();
   } finally {
     button.disabled = false;
   }
 });
+
+/** Attempts at a session before giving up and saying so (about a minute of backoff). */
+const SESSION_ATTEMPTS = 6;
+
+/**
+ * POST /api/session, again after a jittered wait when the server is busy (503, 429 with
+ * Retry-After) or cannot be reached (static/backoff.js): after a restart every open page asks
+ * at once, and a refusal for now is not an answer to show. ``{ok}``, or ``{ok: false, message}``.
+ */
+async function startSession(nick) {
+  for (let attempt = 0; ; attempt += 1) {
+    let wait;
+    try {
+      const response = await fetch("/api/session", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ nick }),
+        credentials: "same-origin",
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) return { ok: true };
+      wait = retryAfterDelay(response);
+      if (wait === null) return { ok: false, message: body.message || `The server refused (HTTP ${response.status}).` };
+    } catch {
+      wait = backoffDelay(attempt);
+    }
+    if (attempt + 1 >= SESSION_ATTEMPTS) {
+      return { ok: false, message: "Could not reach the server. Try again in a moment." };
+    }
+    showError(`The server is busy; trying again in ${Math.ceil(wait / 1000)} s…`);
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
 
 async function postJson(url, body) {
   const response = await fetch(url, {

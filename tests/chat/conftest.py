@@ -28,7 +28,11 @@ def start_chat() -> Iterator[Callable[..., ChatServer]]:
     servers: list[ChatServer] = []
 
     def start(
-        directory: Path, *, db_path: Path | None = None, nofile: int | None = None, **env_overrides: object
+        directory: Path,
+        *,
+        db_path: Path | None = None,
+        nofile: int | tuple[int, int] | None = None,
+        **env_overrides: object,
     ) -> ChatServer:
         server = launch_chat(directory, db_path=db_path, nofile=nofile, **env_overrides)
         servers.append(server)

@@ -60,13 +60,15 @@ def server_environment(db_path: Path, **overrides: object) -> dict[str, str]:
 
 
 def spawn_gunicorn(
-    log_path: Path, env: dict[str, str], *args: str, nofile: int | None = None
+    log_path: Path, env: dict[str, str], *args: str, nofile: int | tuple[int, int] | None = None
 ) -> subprocess.Popen[bytes]:
     """gunicorn as the README runs it, on an ephemeral HTTP port, logging to ``log_path``.
 
-    ``nofile`` caps its open files (``prlimit``), to run it out of descriptors.
+    ``nofile`` caps its open files (``prlimit``), to run it out of descriptors: a number (soft and hard
+    limits both), or ``(soft, hard)``.
     """
-    limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+    soft, hard = nofile if isinstance(nofile, tuple) else (nofile, nofile)
+    limit = ["prlimit", f"--nofile={soft}:{hard}", "--"] if nofile else []
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [*limit, *gunicorn_command(), "-c", "gunicorn.conf.py", "wsgi:app", "--bind", "127.0.0.1:0", *args],
@@ -130,7 +132,11 @@ _server_numbers = itertools.count(1)
 
 
 def launch_chat(
-    directory: Path, *, db_path: Path | None = None, nofile: int | None = None, **env_overrides: object
+    directory: Path,
+    *,
+    db_path: Path | None = None,
+    nofile: int | tuple[int, int] | None = None,
+    **env_overrides: object,
 ) -> ChatServer:
     """Start a chat whose logs go to ``directory``; ready once both ports are open.
 
