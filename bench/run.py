@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import rolling
+from bench import rolling, sessions
 from bench.servers import KINDS, REPO_ROOT, StartError, can_pin, pinned, raise_nofile, serving
 
 BENCH = REPO_ROOT / "bench"
@@ -575,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     if "rolling" in scenarios:  # the project alone, two workers and Redis, through a restart: bench/rolling.py
         return rolling.main(["--json", str(args.json)] if args.json else [], quick=args.quick)
+    if "sessions" in scenarios:  # the project alone, directly and behind nginx: bench/sessions.py
+        return sessions.main(["--json", str(args.json)] if args.json else [], quick=args.quick)
     if unknown := set(scenarios) - set(SCENARIOS) - set(EXTRA_SCENARIOS):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if unknown := set(kinds) - set(KINDS):
