@@ -1,11 +1,13 @@
-"""The chat's WebSocket server: ``/ws``, authenticated, one greenlet per client.
+"""The chat's WebSocket server: ``/ws``, authenticated, a greenlet per client at work.
 
 :class:`ChatServer` puts :class:`~app.chat.service.ChatService` behind a
 :class:`~app.server.server.WebSocketServer`. Before the upgrade it refuses
 other paths (404), foreign browser origins (403), missing or bad credentials
 (401), banned nicks (403) and a nick another session holds (409). Each client is a
 :class:`Client`: the chat domain's member, writing through its
-:class:`ServerWebSocket` without ever blocking a broadcast. One greenlet pings
+:class:`ServerWebSocket` without ever blocking a broadcast; an idle client
+keeps no greenlet (the server's :class:`~app.server.server.EventHandler`
+mode, about 2 KB per idle client instead of 8). One greenlet pings
 every client (keepalive); :meth:`ChatServer.stop` closes them all with 1012
 and a retry hint, spread over ``CHAT_DRAIN_SECONDS`` (:mod:`.drain`), and
 commits the history.
@@ -31,12 +33,12 @@ from app.chat.protocol import ChatError
 from app.chat.service import ChatService
 from app.config import Settings
 from app.resources import open_file_limit, websocket_budget
-from app.ws import CloseCode, ConnectionClosed, DeflateConfig, Request, TextMessage, reject
+from app.ws import CloseCode, DeflateConfig, Request, TextMessage, reject
 
 from .drain import moments, restart_reason, retry_hint
 from .server import ServerConfig, WebSocketServer, parse_bind
 from .tls import server_context
-from .websocket import ServerWebSocket
+from .websocket import Message, ServerWebSocket
 
 __all__ = ["ChatServer", "Client"]
 
@@ -204,9 +206,7 @@ class ChatServer:
             keep_request=False,
             ssl_context=server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None,
         )
-        self.ws_server = WebSocketServer(
-            listener or parse_bind(settings.ws_bind), self._handle, config, gate=self._gate
-        )
+        self.ws_server = WebSocketServer(listener or parse_bind(settings.ws_bind), self, config, gate=self._gate)
         self.ws_server.on_refused = self._refused_at_accept
         self._refusals = 0
         #: conn id -> (messages received, when that count changed), while CHAT_IDLE_TIMEOUT is set
@@ -318,29 +318,35 @@ class ChatServer:
             return refusal.code, HTTPStatus(refusal.status), refusal.message
         return Admission(identity, (request.get("User-Agent") or "")[:256])
 
-    # -- one client ----------------------------------------------------------
+    # -- one client: the server's EventHandler --------------------------------
+    #
+    # Each runs in a greenlet serving that client; between messages an idle
+    # client keeps no greenlet (app/server/server.py).
 
-    def _handle(self, ws: ServerWebSocket) -> None:
+    def opened(self, ws: ServerWebSocket) -> None:
+        """A client passed the gate: it becomes a member of the chat."""
         client = Client(f"{self._id_prefix}{next(self._ids)}", ws.context, ws)
-        ws.context = None  # the client copied what it needs of the admission: an idle client keeps no more
+        ws.context = client  # the client copied what it needs of the admission: an idle client keeps no more
         self.clients[client.conn_id] = client
-        service = self.service
         log.info("connect", extra={"event": "connect", "conn": client.conn_id, "addr": _address(ws.address)})
-        code, reason = int(CloseCode.ABNORMAL_CLOSURE), ""
+        self.service.connect(client)
+
+    def received(self, ws: ServerWebSocket, message: Message) -> None:
+        client: Client = ws.context
+        client.msgs_in += 1
+        if isinstance(message, TextMessage):
+            self.service.handle(client, message.data)
+        else:
+            self.service.unsupported(client)
+
+    def closed(self, ws: ServerWebSocket, code: int, reason: str) -> None:
+        client = ws.context
+        if not isinstance(client, Client):
+            return  # opened() failed before the client existed
+        ws.context = None
         try:
-            service.connect(client)
-            while True:  # not ``for message in ws``: a generator would deepen every idle client's saved stack
-                message = ws.receive()
-                client.msgs_in += 1
-                if isinstance(message, TextMessage):
-                    service.handle(client, message.data)
-                else:
-                    service.unsupported(client)
-                del message  # not kept while the client waits for its next one
-        except ConnectionClosed as closed:
-            code, reason = closed.code, closed.reason
+            self.service.disconnect(client)
         finally:
-            service.disconnect(client)
             del self.clients[client.conn_id]
             self._retire(client, code, reason)
 

@@ -1,8 +1,23 @@
-"""A gevent ``StreamServer`` that speaks WebSocket: one greenlet per client.
+"""A gevent ``StreamServer`` that speaks WebSocket: each client in a greenlet of its own.
 
-The handler contract (as in gevent's ``StreamServer``): ``handler(ws)`` runs
-in the client's own greenlet once the handshake succeeded; when it returns,
-the connection is closed (1000 unless the handler closed it otherwise).
+Two ways to serve a client, one per server:
+
+- A **handler** ``handler(ws)`` (as in gevent's ``StreamServer``) runs in the
+  client's own greenlet once the handshake succeeded, for the connection's
+  whole life; when it returns, the connection is closed (1000 unless the
+  handler closed it otherwise). Simple, and what the echo server's
+  ``--greenlet`` mode and small tools use.
+- An :class:`EventHandler` is told when a client opened, sent a message, and
+  closed. The client still gets a greenlet of its own whenever it has work
+  (its handshake, its messages, its blocking sends), but an idle client
+  keeps none: its connection waits on the socket's read watcher. A waiting
+  greenlet costs about 6 KB (a page of Python's frame stack and greenlet's
+  copy of the C stack); without one, an idle chat client costs about 2 KB
+  (docs/performance.md). The chat serves this way.
+
+Either way a client's messages are handled one at a time, in order, and the
+greenlets that run them are reused (a new greenlet maps and unmaps its frame
+stack: about 8 µs, per message if nothing were reused).
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from gevent.event import Event
@@ -40,9 +55,9 @@ from app.ws import (
 from app.ws.http11 import error_response
 
 from .tls import TLSStream
-from .websocket import ServerWebSocket
+from .websocket import Message, ServerWebSocket
 
-__all__ = ["ServerConfig", "WebSocketServer", "parse_bind", "wait_for_shutdown"]
+__all__ = ["EventHandler", "ServerConfig", "WebSocketServer", "parse_bind", "wait_for_shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +66,25 @@ Handler = Callable[[ServerWebSocket], None]
 #: (404 for an unknown path, 401, 403 …), or anything else to go on — that
 #: value becomes the connection's ``context`` (say, the client's identity).
 Gate = Callable[[Request], Any]
+
+
+class EventHandler(Protocol):
+    """What a server that keeps no greenlet for idle clients tells its application.
+
+    Each method runs in a greenlet serving that one client, so it may block
+    (a database, a send that waits for the client); a client's calls come
+    one at a time, in order: ``opened``, ``received`` for each message,
+    ``closed`` once. An exception from ``opened`` or ``received`` is logged
+    and closes the connection with 1011. ``closed`` is called however the
+    connection ended (close handshake, reset, abort, the server's stop), with
+    the close code (1006 if there was none) and reason.
+    """
+
+    def opened(self, ws: ServerWebSocket) -> None: ...
+
+    def received(self, ws: ServerWebSocket, message: Message) -> None: ...
+
+    def closed(self, ws: ServerWebSocket, code: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,16 +123,20 @@ class WebSocketServer:
     def __init__(
         self,
         listener: tuple[str, int] | socket.socket,
-        handler: Handler,
+        handler: Handler | EventHandler,
         config: ServerConfig | None = None,
         *,
         gate: Gate | None = None,
     ) -> None:
         self.config = config or ServerConfig()
+        #: a function, run for each client's whole life; or an EventHandler, told of its events
         self.handler = handler
+        self.events: EventHandler | None = None if callable(handler) else handler
         self.gate = gate
-        #: Every client's greenlet; ``join`` and ``kill`` as on a gevent ``Pool``.
-        self.pool = ClientGreenlets(self.config.max_connections, self.config.max_connections_per_address)
+        #: Every client, with its greenlet if it has one; ``join`` and ``kill`` as on a gevent ``Pool``.
+        self.pool = ClientGreenlets(
+            self._handle, self._serve, self.config.max_connections, self.config.max_connections_per_address
+        )
         self.stream_server = _Acceptor(listener, self._handle, self.pool)
         #: Called with a reason for each connection refused: at accept ("capacity",
         #: "address_limit") or by the protocol ("bad_request", "timeout" …), not by the gate.
@@ -176,21 +214,75 @@ class WebSocketServer:
             return None
         return handshake, request, leftover, context
 
-    def _handle(self, sock: socket.socket, address: tuple) -> None:
-        """The life of one client: handshake, handler, close (gevent handler contract)."""
+    def _handle(self, sock: socket.socket, address: tuple) -> ServerWebSocket | None:
+        """A new client: the handshake, then its handler's whole life, or its ``opened`` event.
+
+        Returns the connection to wait for input on (event-driven), or None:
+        the connection is over.
+        """
         ws = self._open(sock, address)
         if ws is None:
             _close_quietly(sock)
-            return
+            return None
+        events = self.events
+        if events is None:
+            self._run_handler(ws)
+            return None
         try:
-            self.handler(ws)
+            events.opened(ws)
+        except Exception:
+            log.exception("opened() failed for %s", address)
+            ws.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+        return ws if self._serve(ws) else None
+
+    def _run_handler(self, ws: ServerWebSocket) -> None:
+        """A handler's client, in its greenlet for life (gevent's handler contract)."""
+        handler: Handler = self.handler  # type: ignore[assignment]
+        try:
+            handler(ws)
         except ConnectionClosed:
             pass
         except Exception:
-            log.exception("handler failed for %s", address)
+            log.exception("handler failed for %s", ws.address)
             ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             ws.close()
+
+    def _serve(self, ws: ServerWebSocket) -> bool:
+        """What an event-driven client sent meanwhile, to its ``received``; whether it is still open.
+
+        Once it is over, ``closed`` is told and the transport closed; also
+        when this greenlet is killed (the server's stop).
+        """
+        events = self.events
+        assert events is not None
+        try:
+            if ws.serve_available(self._received):
+                return True
+        except BaseException:
+            ws.protocol.receive_eof()
+            self._closed(events, ws, *ws.close_status)
+            raise
+        # told first, as soon as the close handshake is done: the TCP close may wait for the peer
+        self._closed(events, ws, *ws.close_status)
+        ws.finish()
+        return False
+
+    def _received(self, ws: ServerWebSocket, message: Message) -> None:
+        try:
+            self.events.received(ws, message)  # type: ignore[union-attr]
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("received() failed for %s", ws.address)
+            ws.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+
+    @staticmethod
+    def _closed(events: EventHandler, ws: ServerWebSocket, code: int, reason: str) -> None:
+        try:
+            events.closed(ws, code, reason)
+        except Exception:
+            log.exception("closed() failed for %s", ws.address)
 
     def _open(self, sock: socket.socket, address: tuple) -> ServerWebSocket | None:
         """The handshake; the connection if it succeeded.
@@ -233,98 +325,168 @@ class WebSocketServer:
 
 
 class ClientGreenlets:
-    """The clients' greenlets, at most ``limit`` at once: a gevent ``Pool`` of bare greenlets.
+    """The clients, at most ``limit`` at once, each in a greenlet of its own while it has work.
 
-    Why not a ``Pool``: an idle client's greenlet waits for its whole life,
-    and a waiting greenlet keeps a copy of the C stack between where it
-    started and where it waits (greenlet copies it to the heap). A gevent
-    ``Greenlet`` starts under its compiled ``run()``, and ``StreamServer``
-    calls the handler as ``handle(*args)``, which enters the interpreter a
-    second time: with the ``Greenlet`` object, about 1.2 KiB more per idle
-    client than a bare greenlet whose ``run`` is :meth:`_life`, with one
-    interpreter frame under the handler's Python code.
+    A connection is either *running* (its handshake, its handler, its
+    messages, in a greenlet) or *parked* (event-driven and idle: no greenlet,
+    its socket's read watcher waits for input, see
+    :meth:`ServerWebSocket.park`). ``join`` and ``kill`` as on a gevent ``Pool``.
+
+    Why bare greenlets, not a ``Pool``: a waiting greenlet keeps a copy of the
+    C stack between where it started and where it waits (greenlet copies it
+    to the heap). A gevent ``Greenlet`` starts under its compiled ``run()``,
+    and ``StreamServer`` calls the handler as ``handle(*args)``, which enters
+    the interpreter a second time: with the ``Greenlet`` object, about
+    1.2 KiB more per waiting client than a bare greenlet whose ``run`` is
+    :meth:`_work`, with one interpreter frame under the handler's Python code.
+
+    Greenlets are reused: one whose connection is over or parked waits for
+    the next (up to :data:`SPARE_GREENLETS` of them), since a new greenlet
+    maps a fresh frame stack for Python and unmaps it when it ends, about
+    8 µs: per message, for event-driven clients, were each woken in a new one.
     """
 
-    __slots__ = ("_empty", "_per_address", "_running", "limit", "per_address")
+    __slots__ = ("_empty", "_open", "_parked", "_per_address", "_running", "_serve", "_spare", "limit", "per_address")
 
-    def __init__(self, limit: int, per_address: int = 0) -> None:
+    def __init__(
+        self,
+        open_client: Callable[[socket.socket, Any], ServerWebSocket | None],
+        serve: Callable[[ServerWebSocket], bool],
+        limit: int,
+        per_address: int = 0,
+    ) -> None:
+        #: ``open_client(sock, address)``: a new connection's life, or its start; the connection to park, or None
+        self._open = open_client
+        #: ``serve(ws)``: a parked connection's input; whether to park it again
+        self._serve = serve
         self.limit = limit
         self.per_address = per_address
         self._running: set[greenlet] = set()
+        self._parked: set[ServerWebSocket] = set()
+        self._spare: list[greenlet] = []
         #: connections per remote host, kept only when ``per_address`` is set
         self._per_address: dict[str, int] = {}
         self._empty = Event()
         self._empty.set()
 
     def __len__(self) -> int:
+        return len(self._running) + len(self._parked)
+
+    @property
+    def parked(self) -> int:
+        """Connections waiting for input without a greenlet."""
+        return len(self._parked)
+
+    @property
+    def running(self) -> int:
+        """Connections being served by a greenlet now (handshakes, handlers, messages)."""
         return len(self._running)
 
     def full(self) -> bool:
         """Whether ``limit`` clients are being served (a new one is refused with 503)."""
-        return len(self._running) >= self.limit
+        return len(self._running) + len(self._parked) >= self.limit
 
     def address_full(self, address: Any) -> bool:
         """Whether this client's host holds ``per_address`` connections already (429)."""
         return bool(self.per_address) and self._per_address.get(_host(address), 0) >= self.per_address
 
-    def start(self, handle: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any) -> None:
-        """Run ``handle(sock, address)`` in a new greenlet, now, until it first waits.
+    def start(self, sock: socket.socket, address: Any) -> None:
+        """Serve a new connection in a greenlet, now, until it first waits.
 
         Called from the hub (the accept callback), so the greenlet's parent
         is the hub, as with ``gevent.spawn``; starting it at once means a
         client is never scheduled but not yet running (nothing for
         :meth:`kill` to miss).
         """
-        client = greenlet(self._life, gevent.get_hub())
-        self._running.add(client)
         if self.per_address:
             host = _host(address)
             self._per_address[host] = self._per_address.get(host, 0) + 1
         self._empty.clear()
-        client.switch(self, handle, sock, address)
+        self._run(sock, address, None)
+
+    def _wake(self, ws: ServerWebSocket) -> None:
+        """A parked connection is readable (the hub calls this): serve it in a greenlet."""
+        ws.unpark()
+        self._parked.discard(ws)
+        self._run(ws.sock, ws.address, ws)
+
+    def _run(self, sock: socket.socket, address: Any, ws: ServerWebSocket | None) -> None:
+        if self._spare:
+            worker = self._spare.pop()
+            self._running.add(worker)
+            worker.switch(sock, address, ws)
+        else:
+            worker = greenlet(self._work, gevent.get_hub())
+            self._running.add(worker)
+            worker.switch(self, sock, address, ws)
 
     @staticmethod
-    def _life(
-        clients: ClientGreenlets, handle: Callable[[socket.socket, Any], None], sock: socket.socket, address: Any
-    ) -> None:
-        """A client greenlet's body: ``handle``, then the socket closed whatever happened.
+    def _work(clients: ClientGreenlets, sock: Any, address: Any, ws: ServerWebSocket | None) -> None:
+        """A client greenlet's body: serve one connection until it is over or parked, then the next.
 
         A function, not a method: the greenlet keeps its ``run`` for life,
-        and a bound method would be one more object per client. Plain
-        positional calls only: ``f(*args)`` would enter the interpreter
-        again, one C frame more under every waiting client.
+        and a bound method would be one more object. Plain positional calls
+        only: ``f(*args)`` would enter the interpreter again, one C frame
+        more under every waiting client.
         """
-        try:
-            handle(sock, address)
-        except Exception:
-            log.exception("client greenlet failed for %s", address)
-        finally:
-            sock.close()
-            clients._running.discard(getcurrent())
-            if clients.per_address:
-                clients._left(address)
-            if not clients._running:
-                clients._empty.set()
+        me = getcurrent()
+        hub = me.parent
+        while True:
+            idle = None
+            try:
+                idle = clients._open(sock, address) if ws is None else (ws if clients._serve(ws) else None)
+            except Exception:
+                log.exception("client greenlet failed for %s", address)
+            finally:
+                clients._running.discard(me)
+                if idle is not None:
+                    clients._parked.add(idle)
+                    idle.park(clients._wake)
+                else:
+                    sock.close()
+                    clients._ended(address)
+            idle = ws = sock = address = None  # a spare greenlet holds no connection
+            if len(clients._spare) >= SPARE_GREENLETS:
+                return
+            clients._spare.append(me)
+            sock, address, ws = hub.switch()
 
-    def _left(self, address: Any) -> None:
-        host = _host(address)
-        count = self._per_address.get(host, 0) - 1
-        if count > 0:
-            self._per_address[host] = count
-        else:
-            self._per_address.pop(host, None)
+    def _ended(self, address: Any) -> None:
+        if self.per_address:
+            host = _host(address)
+            count = self._per_address.get(host, 0) - 1
+            if count > 0:
+                self._per_address[host] = count
+            else:
+                self._per_address.pop(host, None)
+        if not self._running and not self._parked:
+            self._empty.set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait at most ``timeout`` seconds for every client greenlet to end; whether they did."""
+        """Wait at most ``timeout`` seconds for every connection to end; whether they did."""
         return self._empty.wait(timeout)
 
     def kill(self, block: bool = True, timeout: float | None = None) -> None:
-        """End every client greenlet with ``GreenletExit`` (their ``finally`` runs), as ``Pool.kill``."""
+        """End every connection, as ``Pool.kill``.
+
+        A running greenlet gets ``GreenletExit`` (its ``finally`` runs, and an
+        event-driven client's ``closed``); a parked connection is cut
+        (shutdown), so that it wakes with end of stream and ends as any other.
+        """
         hub = gevent.get_hub()
         for client in list(self._running):
             hub.loop.run_callback(_kill, client)
+        for ws in list(self._parked):
+            ws._abort()
+        for spare in self._spare:
+            hub.loop.run_callback(_kill, spare)
+        self._spare = []
         if block:
             self.join(timeout)
+
+
+#: Greenlets kept for the next connection or message once theirs is over or parked.
+SPARE_GREENLETS = 64
 
 
 def _kill(client: greenlet) -> None:
@@ -348,7 +510,7 @@ class _Acceptor(AcceptorBase):
     """
 
     def __init__(
-        self, listener: tuple[str, int] | socket.socket, handle: Callable[..., None], clients: ClientGreenlets
+        self, listener: tuple[str, int] | socket.socket, handle: Callable[..., Any], clients: ClientGreenlets
     ) -> None:
         super().__init__(listener, handle)
         self.clients = clients
@@ -401,7 +563,7 @@ class _Acceptor(AcceptorBase):
         elif self.clients.address_full(address):
             self._refuse(sock, _OVER_ADDRESS_LIMIT, "address_limit")
         else:
-            self.clients.start(self._handle, sock, address)
+            self.clients.start(sock, address)
 
     def _refuse(self, sock: socket.socket, response: bytes, reason: str) -> None:
         """Answer and close from the hub, without a greenlet, a parser or a buffer of the client's.

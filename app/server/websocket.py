@@ -1,8 +1,12 @@
-"""One accepted WebSocket connection, driven by its own greenlet.
+"""One accepted WebSocket connection, driven by a greenlet of its own while it has work.
 
 :class:`ServerWebSocket` owns the socket and a sans-I/O
 :class:`~app.ws.Connection`: it reads bytes into the protocol, hands the
-handler whole messages, and writes frames.
+handler whole messages, and writes frames. It is read either by a greenlet
+that waits for each message (:meth:`ServerWebSocket.receive`, a handler's
+loop) or, event-driven, by one that takes what the socket holds and lets the
+connection wait with no greenlet (:meth:`ServerWebSocket.serve_available`,
+:meth:`ServerWebSocket.park`).
 
 Writing never lets one client hold up another. :meth:`offer` (used by a
 broadcast, from any greenlet) only queues the frame and marks the connection
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
@@ -267,6 +271,70 @@ class ServerWebSocket:
             gevent.get_hub().switch()
         finally:
             watcher.stop()
+
+    # -- receiving without a greenlet of one's own (event-driven serving) ------
+
+    def serve_available(self, received: Callable[[ServerWebSocket, Message], None]) -> bool:
+        """Hand ``received`` every message the socket holds now, never waiting; whether input may follow.
+
+        The event-driven counterpart of :meth:`receive`, for a server whose
+        idle clients keep no greenlet (see :class:`app.server.server.EventHandler`):
+        called when the socket is readable, it reads until the socket is
+        empty, answers pings and close frames on the way, and returns
+        ``True`` to be called again at the next input, ``False`` once the
+        connection is over (:attr:`closed`). As :meth:`_read`, a plain socket
+        that gave less than was asked for is taken as emptied, without a
+        read that would only say so.
+        """
+        protocol = self.protocol
+        raw = self._raw
+        tls = isinstance(raw, TLSStream)
+        emptied = False
+        while True:
+            event = protocol.next_event()
+            out = protocol.data_to_send()  # a pong, or the close frame that answers or fails
+            if out:
+                self._write(out)
+            if event is None:
+                if protocol.state is State.CLOSED:
+                    return False
+                if emptied:
+                    return True
+                data = _recv_nowait(raw)
+                if data is None:
+                    return True
+                if data:
+                    self.bytes_in += len(data)
+                    protocol.receive_data(data)
+                    emptied = len(data) < RECV_SIZE and not tls
+                else:
+                    protocol.receive_eof()
+            elif isinstance(event, (TextMessage, BinaryMessage)):
+                received(self, event)
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
+
+    def park(self, wake: Callable[[ServerWebSocket], None]) -> None:
+        """Wait for input with no greenlet: the hub calls ``wake(self)`` once the socket is readable.
+
+        Uses the socket's own read watcher (nothing is allocated for an idle
+        client but the watcher's argument tuple); :meth:`unpark` stops it,
+        and must be called before the socket is closed.
+        """
+        self._read_watcher.start(wake, self)
+
+    def unpark(self) -> None:
+        """Stop waiting for input (see :meth:`park`)."""
+        self._read_watcher.stop()
+
+    @property
+    def close_status(self) -> tuple[int, str]:
+        """How the connection ended: the close code (1006 without one, RFC 6455 §7.1.5) and reason."""
+        return int(self.protocol.close_code or CloseCode.ABNORMAL_CLOSURE), self.protocol.close_reason
+
+    def finish(self) -> None:
+        """Close TCP under a connection that :meth:`serve_available` said is over (flush, half-close, drain)."""
+        self._close_transport()
 
     def _closed_error(self) -> ConnectionClosed:
         code = self.protocol.close_code or CloseCode.ABNORMAL_CLOSURE
@@ -516,7 +584,14 @@ class ServerWebSocket:
             self.sock.close()
 
     def _abort(self) -> None:
-        """Cut the connection: the blocked reader and writer wake up with EOF or an error."""
+        """Cut the connection: the blocked reader and writer wake up with EOF or an error.
+
+        The kernel's socket is shut down, not gevent's: gevent's ``shutdown``
+        would also throw into whatever waits on the socket's read watcher,
+        and a parked connection (:meth:`park`) has no greenlet there, only
+        the server's callback; the shutdown makes the socket readable, which
+        wakes a parked connection and a waiting greenlet alike.
+        """
         self._abort_timer = None
         self._transport_closed = True
         self._queued = None
@@ -524,6 +599,6 @@ class ServerWebSocket:
         self._pending = None
         self._pending_bytes = 0
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            raw_socket(self.sock).shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
