@@ -14,10 +14,17 @@ import pytest
 from tests.support.echo import SMALL_MAX_SIZE, EchoServer, run_echo_server
 
 
-@pytest.fixture(scope="session")
-def echo_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EchoServer]:
-    """The echo server with its defaults (16 MiB messages, permessage-deflate)."""
-    with run_echo_server(tmp_path_factory.mktemp("echo")) as server:
+@pytest.fixture(scope="session", params=["events", "greenlet"])
+def echo_server_process(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[EchoServer]:
+    """The echo server with its defaults (16 MiB messages, permessage-deflate), in each of its two modes.
+
+    ``events``: as the chat serves, an idle client keeps no greenlet; ``greenlet``
+    (``--greenlet``): a handler in the client's greenlet for its whole life.
+    """
+    args = ["--greenlet"] if request.param == "greenlet" else []
+    with run_echo_server(tmp_path_factory.mktemp(f"echo-{request.param}"), *args) as server:
         yield server
 
 
