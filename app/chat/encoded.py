@@ -27,7 +27,7 @@ dropped whole. No I/O.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from .events import message_json, update_json
 from .store import StoredMessage
@@ -52,7 +52,7 @@ class _Room:
 class EncodedHistory:
     """The encoded events of recently replayed rooms' messages; see the module docstring."""
 
-    def __init__(self, per_room: int = 1000, rooms: int = 256, budget: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, per_room: int = 1000, rooms: int = 256, budget: int = 16 * 1024 * 1024) -> None:
         if per_room < 1 or rooms < 1 or budget < 1:
             raise ValueError("per_room, rooms and budget must be at least 1")
         self.per_room = per_room
@@ -70,7 +70,7 @@ class EncodedHistory:
         return room in self._rooms
 
     def history(
-        self, room: str, messages: Iterable[StoredMessage], targets: Mapping[int, StoredMessage]
+        self, room: str, messages: Sequence[StoredMessage], targets: Mapping[int, StoredMessage]
     ) -> list[bytes]:
         """The ``joined`` history's items for ``messages``: each entry's event JSON, encoded now only if not kept.
 
@@ -78,6 +78,8 @@ class EncodedHistory:
         version from ``targets`` (by id); one whose original is not there is
         left out, as :func:`app.chat.events.joined` does.
         """
+        if not messages:
+            return []  # nothing replayed: the room is not kept for it
         kept = self._rooms.get(room)
         new = kept is None
         if kept is None:
@@ -117,7 +119,7 @@ class EncodedHistory:
         return items
 
     def remember(self, message: StoredMessage, data: bytes) -> None:
-        """A message's event was just encoded for its broadcast: keep it, if its room is replayed lately."""
+        """A message's event was just encoded for its broadcast: keep it, if its room's history was replayed lately."""
         kept = self._rooms.get(message.room)
         if kept is None or message.kind is not None:
             return
