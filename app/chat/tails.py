@@ -58,7 +58,7 @@ class TailCache:
         self._bytes = 0
 
     @property
-    def bytes(self) -> int:
+    def used_bytes(self) -> int:
         """The cached messages' estimated size, in bytes: at most about ``budget``."""
         return self._bytes
 

@@ -41,7 +41,7 @@ def test_appended_messages_keep_the_last_size_of_a_room() -> None:
     assert ids(cache.after("a", 3, 10)) == [4, 5, 6]
     assert cache.after("a", 2, 10) is None
     assert "b" not in cache
-    assert cache.bytes == 3 * (MESSAGE_OVERHEAD + 2)
+    assert cache.used_bytes == 3 * (MESSAGE_OVERHEAD + 2)
 
 
 def test_a_rewrite_replaces_the_cached_version_so_reads_show_only_the_new_text() -> None:
@@ -52,7 +52,7 @@ def test_a_rewrite_replaces_the_cached_version_so_reads_show_only_the_new_text()
     cache.rewrite(msg("a", 9, "not cached"))  # beyond the tail: nothing to replace
     assert [m.text for m in cache.after("a", 0, 10) or []] == ["hi", "new text", "hi"]
     assert cache.get("a", [2]) == {2: edited}
-    assert cache.bytes == 3 * (MESSAGE_OVERHEAD + 2) + len("new text") - 2 + len('{"edited":5}')
+    assert cache.used_bytes == 3 * (MESSAGE_OVERHEAD + 2) + len("new text") - 2 + len('{"edited":5}')
 
 
 def test_get_answers_only_when_the_tail_reaches_back_to_the_lowest_id_asked() -> None:
@@ -72,7 +72,7 @@ def test_the_least_recently_used_rooms_go_past_the_room_bound() -> None:
     cache.start("c", messages("c", 1, 2))
     assert "b" not in cache
     assert "a" in cache and "c" in cache
-    assert cache.bytes == 4 * (MESSAGE_OVERHEAD + 2)
+    assert cache.used_bytes == 4 * (MESSAGE_OVERHEAD + 2)
 
 
 def test_the_least_recently_used_rooms_go_past_the_byte_budget() -> None:
@@ -84,7 +84,7 @@ def test_the_least_recently_used_rooms_go_past_the_byte_budget() -> None:
         cache.append(msg("b", i))  # 11 messages in all: over the budget, a goes
     assert "a" not in cache
     assert ids(cache.after("b", 0, 100)) == list(range(1, 8))
-    assert cache.bytes == 7 * each <= cache.budget
+    assert cache.used_bytes == 7 * each <= cache.budget
 
 
 def test_a_bound_below_one_is_refused() -> None:
