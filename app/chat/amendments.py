@@ -11,7 +11,7 @@ back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
 from gevent.event import AsyncResult
@@ -20,6 +20,7 @@ from gevent.lock import Semaphore
 from . import events, lifecycle
 from .broker import Broker
 from .directory import Directory, ModAction, RoomSettings
+from .encoded import EncodedHistory
 from .events import Outgoing
 from .protocol import ChatError, Delete, Edit, React, Ref
 from .roomrules import RoomRules, account_name
@@ -44,6 +45,7 @@ class MessageAmendments:
     _clients: dict[str, Client]
     _clock: Callable[[], float]
     _amending: KeyedLocks
+    encoded: EncodedHistory
 
     def _check_voice(self, member: Member, room: str, ref: Ref | None, *, slow: bool = False) -> None:
         raise NotImplementedError
@@ -140,6 +142,8 @@ class MessageAmendments:
         done: AsyncResult = AsyncResult()
 
         def stored(result: StoredMessage | Duplicate | HistoryError) -> None:
+            if isinstance(result, StoredMessage):
+                self.encoded.forget(target.room, target.id)  # its JSON kept for replays is of the old version
             if isinstance(result, StoredMessage) and not self.history.publishes:
                 self.broker.publish(
                     result.room,
@@ -154,15 +158,16 @@ class MessageAmendments:
         assert not isinstance(result, Duplicate)
         return result
 
-    def _targets(self, room: str, messages: Iterable[StoredMessage]) -> dict[int, StoredMessage]:
-        """The messages the amendment entries among ``messages`` change, as they are now."""
-        held: dict[int, StoredMessage] = {}
-        wanted: set[int] = set()
-        for message in messages:
-            if message.kind is None:
-                held[message.id] = message
-            elif message.target is not None:
-                wanted.add(message.target)
+    def _targets(self, room: str, messages: Sequence[StoredMessage]) -> dict[int, StoredMessage]:
+        """The messages the amendment entries among ``messages`` change, as they are now (by id).
+
+        Those among ``messages`` themselves, the others read; nothing to do
+        (a pass over ``messages``) when there is no amendment entry.
+        """
+        wanted = {message.target for message in messages if message.kind is not None and message.target is not None}
+        if not wanted:
+            return {}
+        held = {message.id: message for message in messages if message.kind is None and message.id in wanted}
         missing = wanted - held.keys()
         if missing:
             held.update(self.history.get(room, missing))

@@ -17,7 +17,7 @@ compact encoder.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -237,23 +237,28 @@ def joined(
     reset: bool,
     *,
     targets: Mapping[int, StoredMessage] | None = None,
+    history: Sequence[bytes] | None = None,
 ) -> Outgoing:
     """The answer to ``join``: members, position and history, each message's JSON spliced in.
 
     Spliced, not re-encoded: a replay of 1000 messages is one join. An
     amendment entry is its ``update`` event, with its original's current
     version from ``targets`` (by id); one whose original is not there is
-    left out.
+    left out. ``history``, when given, is those items already encoded (by
+    :class:`app.chat.encoded.EncodedHistory`, which keeps them): they are
+    joined as they are, and ``replay.messages`` is not encoded again.
     """
     head = compact_json({"type": "joined", "room": room, "members": members, "epoch": replay.epoch})
+    more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
+    if history is not None:
+        return Outgoing(b"".join((f'{head[:-1]},"history":['.encode(), b",".join(history), f"]{more}}}".encode())))
     found = targets or {}
-    history = ",".join(
+    items = ",".join(
         message_json(stored) if stored.kind is None else update_json(stored, found[stored.target])  # type: ignore[index]
         for stored in replay.messages
         if stored.kind is None or stored.target in found
     )
-    more = (',"truncated":true' if truncated else "") + (',"reset":true' if reset else "")
-    return Outgoing(f'{head[:-1]},"history":[{history}]{more}}}'.encode())
+    return Outgoing(f'{head[:-1]},"history":[{items}]{more}}}'.encode())
 
 
 def presence(room: str, nick: str, event: Literal["join", "leave"], count: int) -> Outgoing:

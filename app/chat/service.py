@@ -37,6 +37,7 @@ from .amendments import KeyedLocks, MessageAmendments, event_of
 from .auth import ACCOUNT_SESSION, Identity
 from .broker import Broker
 from .directory import Directory
+from .encoded import EncodedHistory
 from .events import Outgoing
 from .limits import RateLimiter, Verdict
 from .protocol import (
@@ -133,6 +134,8 @@ class ChatService(RoomAdministration, MessageAmendments):
         #: Chat messages stored by this process; the last fan-out latencies (seconds).
         self.messages_stored = 0
         self._fanout_samples: deque[float] = deque(maxlen=FANOUT_SAMPLES)
+        #: The replayed messages' event JSON, encoded once per version (a ``since`` of 1000 joins bytes).
+        self.encoded = EncodedHistory(per_room=MAX_SINCE)
         self.rooms = Rooms()
         self._clients: dict[str, Client] = {}
         self._bans: dict[str, float] = {}  # nick -> when the ban ends (epoch seconds)
@@ -312,9 +315,9 @@ class ChatService(RoomAdministration, MessageAmendments):
 
     def _publish_message(self, message: StoredMessage) -> None:
         if not self.history.publishes:
-            self.broker.publish(
-                message.room, events.message(message), message_id=message.id, epoch=self.history.epoch(message.room)
-            )
+            event = events.message(message)
+            self.encoded.remember(message, event.data)  # a room replayed lately: its next replay has it encoded
+            self.broker.publish(message.room, event, message_id=message.id, epoch=self.history.epoch(message.room))
 
     def _join(self, member: Member, command: Join) -> None:
         """Join a room: read its history while delivery to it is kept aside, record presence, then go live.
@@ -354,7 +357,8 @@ class ChatService(RoomAdministration, MessageAmendments):
             return
         last_id = replay.messages[-1].id if replay.messages else (0 if reset else command.since or 0)
         targets = self._targets(room.name, replay.messages)
-        joined = events.joined(room.name, nicks, replay, truncated, reset, targets=targets)
+        history = self.encoded.history(room.name, replay.messages, targets)
+        joined = events.joined(room.name, nicks, replay, truncated, reset, history=history)
         room.finish_join(member, joined, replay.epoch, last_id)
         if settings is not None:  # an owned or private room: what it is, who moderates it
             member.send(events.room(self.rules.describe(room.name, settings)))

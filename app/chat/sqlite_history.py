@@ -50,11 +50,17 @@ for the disk; the messages that arrive during the restart's commit do wait
 for it (the only commit that fsyncs), hence a checkpoint only every
 ``checkpoint_rows`` rows.
 
-Reads (:meth:`~SQLiteHistory.recent`, :meth:`~SQLiteHistory.since`) run on a
-second one-thread pool with their own connection; in WAL mode they neither
-wait for nor block the writer. They show a message only once its
-``on_stored`` has run (not merely once committed), so a joiner that registers
-for live delivery and then reads history gets each message exactly once.
+Reads (:meth:`~SQLiteHistory.recent`, :meth:`~SQLiteHistory.since`,
+:meth:`~SQLiteHistory.get`) are answered from memory, on the hub, when the
+*tail cache* (:mod:`app.chat.tails`: each recently used room's last
+:data:`TAIL_SIZE` acknowledged messages, current versions) holds what they
+ask for: the last 50 of a join, a ``since`` after a reconnect. Only the rest
+goes to the database, on a second one-thread pool (the *reader thread*) with
+its own connection, so the hub never waits for SQLite; in WAL mode those
+reads neither wait for nor block the writer. Reads show a message only once
+its ``on_stored`` has run (not merely once committed), so a joiner that
+registers for live delivery and then reads history gets each message exactly
+once.
 
 Durability
 ----------
@@ -119,7 +125,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,15 +138,19 @@ from gevent.threadpool import ThreadPool
 
 from .protocol import Ref
 from .store import ONCE_SECONDS, Conflict, HistoryError, OnStored, RecentSends, Replay, StoredMessage, new_epoch
+from .tails import TailCache
 
 __all__ = ["SQLiteHistory"]
 
 log = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
-#: The tail cache: the last TAIL_SIZE acknowledged messages of at most TAIL_ROOMS rooms.
-TAIL_SIZE = 50
+#: The tail cache (:mod:`app.chat.tails`): the last TAIL_SIZE acknowledged messages of at most
+#: TAIL_ROOMS rooms, about TAIL_BYTES in all. TAIL_SIZE covers the service's longest ``since``
+#: (1000), so a client coming back after a reconnect is answered from memory.
+TAIL_SIZE = 1000
 TAIL_ROOMS = 1024
+TAIL_BYTES = 32 * 1024 * 1024
 #: Seconds a write waits for a lock held by another connection before failing.
 BUSY_TIMEOUT = 5.0
 #: With synchronous=NORMAL: the largest batch, committed inline on the hub (10 to 20 µs a row), then broadcast.
@@ -292,6 +302,10 @@ class SQLiteHistory:
     inline_rows = INLINE_ROWS
     #: With synchronous=NORMAL: rows committed between checkpoints.
     checkpoint_rows = CHECKPOINT_ROWS
+    #: The tail cache's bounds: messages per room, rooms, estimated bytes in all.
+    tail_size = TAIL_SIZE
+    tail_rooms = TAIL_ROOMS
+    tail_bytes = TAIL_BYTES
 
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", max_pending: int = 10_000, batch_size: int = 500
@@ -311,8 +325,8 @@ class SQLiteHistory:
         self._recent = RecentSends(time.time)
         #: per room, the last id whose on_stored has run: what reads may show
         self._acked: dict[str, int] = {}
-        #: per recently read room, its last acknowledged messages (an LRU of rooms)
-        self._tails: OrderedDict[str, deque[StoredMessage]] = OrderedDict()
+        #: per recently used room, its last acknowledged messages (an LRU of rooms)
+        self._tails = TailCache(self.tail_size, self.tail_rooms, self.tail_bytes)
         #: per (room, id) of an original with amendments queued: how many, and its newest version among them
         self._amending: dict[tuple[str, int], tuple[int, StoredMessage]] = {}
         #: amendments acknowledged so far (a read of an original that saw this change may be stale)
@@ -719,20 +733,17 @@ class SQLiteHistory:
     def _remember(self, message: StoredMessage) -> None:
         """Acknowledge ``message``: reads may show it, and a cached tail gets it."""
         room = message.room
-        tail = self._tails.get(room)
-        if tail is not None:
-            tail.append(message)  # acknowledged in id order, so the tail stays contiguous
+        if room in self._tails:
+            self._tails.append(message)  # acknowledged in id order, so the tail stays contiguous
         elif self._acked.get(room, 0) == 0:
-            self._cache_tail(room, [message])  # a new room: its whole history is this
+            self._tails.start(room, [message])  # a new room: its whole history is this
         self._acked[room] = message.id
 
     def _rewrite(self, original: StoredMessage) -> None:
         """An amendment is acknowledged: its original's new version replaces the old in the tail cache."""
         self._forget_amendment(original)
         self._amendments_acked += 1
-        tail = self._tails.get(original.room)
-        if tail and tail[0].id <= original.id <= tail[-1].id:
-            tail[original.id - tail[0].id] = original  # the tail is contiguous: ids without gaps
+        self._tails.rewrite(original)
 
     def _forget_amendment(self, original: StoredMessage) -> None:
         """One amendment of ``original`` is no longer queued (acknowledged, or failed)."""
@@ -742,21 +753,6 @@ class SQLiteHistory:
             self._amending[key] = (count - 1, newest)
         else:
             del self._amending[key]
-
-    def _cache_tail(self, room: str, messages: list[StoredMessage]) -> None:
-        self._tails[room] = deque(messages[-TAIL_SIZE:], maxlen=TAIL_SIZE)
-        if len(self._tails) > TAIL_ROOMS:
-            self._tails.popitem(last=False)
-
-    def _tail(self, room: str, after_id: int) -> list[StoredMessage] | None:
-        """The cached acknowledged messages after ``after_id``, if the cache holds all of them."""
-        tail = self._tails.get(room)
-        if tail is None:
-            return None
-        self._tails.move_to_end(room)
-        if tail and tail[0].id > after_id + 1:
-            return None  # some are older than the tail
-        return [message for message in tail if message.id > after_id]
 
     # -- reading ------------------------------------------------------------
 
@@ -770,31 +766,41 @@ class SQLiteHistory:
         as it is committed: a reader that registered for live delivery before
         reading then gets each message exactly once, from the read or live.
         The last :data:`TAIL_SIZE` messages of recently used rooms come from
-        memory, without a trip to the reader thread.
+        memory (:mod:`app.chat.tails`), on the hub; only the rest is read from
+        the database, on the reader thread.
         """
         self._check_open()
         acked = self._acked.get(room, 0)
         if limit <= 0 or acked == 0:
             return []  # a room without history (all rooms' last ids are known since open)
-        cached = self._tail(room, max(0, acked - limit))
+        cached = self._tails.after(room, max(0, acked - limit), limit)
         if cached is not None:
-            return cached[-limit:]
+            return cached
         rows = self._read(SELECT_RECENT, (room, acked, limit))
         messages = list(map(StoredMessage._make, reversed(rows)))
-        if self._acked.get(room, 0) == acked and (len(messages) >= min(limit, TAIL_SIZE) or len(messages) == acked):
-            self._cache_tail(room, messages)  # nothing was acknowledged meanwhile: it is the tail
+        if self._acked.get(room, 0) == acked:
+            self._tails.start(room, messages)  # nothing was acknowledged meanwhile: it is the tail
         return messages
 
     def since(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
-        """The first ``limit`` acknowledged messages of the room with an id above ``after_id``, oldest first."""
+        """The first ``limit`` acknowledged messages of the room with an id above ``after_id``, oldest first.
+
+        From memory when the tail cache holds them all (a client catching up
+        after a reconnect, up to :data:`TAIL_SIZE` messages back), else read on
+        the reader thread; a read that reached the last acknowledged message
+        becomes the room's tail, so the next client back is answered from memory.
+        """
         self._check_open()
         acked = self._acked.get(room, 0)
         if limit <= 0 or after_id >= acked:
             return []  # nothing after it: no trip to the reader thread
-        cached = self._tail(room, after_id)
+        cached = self._tails.after(room, after_id, limit)
         if cached is not None:
-            return cached[:limit]
-        return list(map(StoredMessage._make, self._read(SELECT_SINCE, (room, after_id, acked, limit))))
+            return cached
+        messages = list(map(StoredMessage._make, self._read(SELECT_SINCE, (room, after_id, acked, limit))))
+        if messages and messages[-1].id == acked and self._acked.get(room, 0) == acked:
+            self._tails.start(room, messages)  # it reached the last acknowledged message: it is the tail
+        return messages
 
     def get(self, room: str, ids: Iterable[int]) -> dict[int, StoredMessage]:
         """The current version of these acknowledged ids of the room (from the tail cache when it holds them)."""
@@ -803,9 +809,9 @@ class SQLiteHistory:
         wanted = {message_id for message_id in ids if 0 < message_id <= acked}
         if not wanted:
             return {}
-        tail = self._tails.get(room)
-        if tail and tail[0].id <= min(wanted):
-            return {message.id: message for message in tail if message.id in wanted}
+        cached = self._tails.get(room, wanted)
+        if cached is not None:
+            return cached
         rows = self._read(SELECT_IDS, (room, acked, json.dumps(sorted(wanted))))
         return {message.id: message for message in map(StoredMessage._make, rows)}
 

@@ -371,3 +371,59 @@ def test_a_nick_is_taken_only_by_another_connected_session(service: ChatService)
     assert service.nick_taken(Identity("alice", "someone-else"))
     assert not service.nick_taken(Identity("alice", "s-alice"))
     assert not service.nick_taken(Identity("bob", "someone-else"))
+
+
+def test_a_since_after_an_edit_or_a_deletion_replays_the_new_version_never_the_encoded_old_one(
+    service: ChatService,
+) -> None:
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    for text in ("teh draft", "a regrettable line", "fine"):
+        say(service, alice, "lobby", text)
+    service.history.flush()
+    before = connect(service, "c2", "bob")
+    join(service, before, "lobby", since=0)  # the three are encoded and kept for the next replay
+    assert [m["text"] for m in before.of_type("joined")[0]["history"]] == ["teh draft", "a regrettable line", "fine"]
+
+    service.handle(alice, json.dumps({"type": "edit", "room": "lobby", "id": 1, "text": "the draft"}))
+    service.handle(alice, json.dumps({"type": "delete", "room": "lobby", "id": 2}))
+    service.history.flush()
+    after = connect(service, "c3", "carol")
+    join(service, after, "lobby", since=0)
+    history = after.of_type("joined")[0]["history"]
+    messages = {m["id"]: m for m in history if m["type"] == "message"}
+    assert messages[1]["text"] == "the draft" and "edited" in messages[1]
+    assert messages[2]["text"] == "" and messages[2]["deleted"] is True
+    assert messages[3]["text"] == "fine"
+    assert [(m["action"], m["message"]["id"]) for m in history if m["type"] == "update"] == [("edit", 1), ("delete", 2)]
+    assert "teh draft" not in json.dumps(history) and "regrettable" not in json.dumps(history)
+
+
+def test_clients_coming_back_with_since_get_the_same_replay_encoded_once(
+    service: ChatService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.chat import encoded
+
+    alice = connect(service, "c1", "alice")
+    join(service, alice, "lobby")
+    for i in range(300):
+        say(service, alice, "lobby", f"m{i}")
+    service.history.flush()
+    encoded_ids: list[int] = []
+    message_json = encoded.message_json
+    monkeypatch.setattr(encoded, "message_json", lambda m: encoded_ids.append(m.id) or message_json(m))
+    reads = service.history.reads  # type: ignore[attr-defined]
+    joiners = [connect(service, f"j{i}", f"joiner{i}") for i in range(3)]
+    for joiner in joiners:
+        join(service, joiner, "lobby", since=0)
+    replays = [joiner.of_type("joined")[0]["history"] for joiner in joiners]
+    assert replays[0] == replays[1] == replays[2]
+    assert [m["id"] for m in replays[0]] == list(range(1, 301))
+    assert encoded_ids == list(range(1, 301)), "encoded for the first replay only"
+    assert service.history.reads == reads, "answered from memory: no trip to the reader thread"
+    say(service, alice, "lobby", "one more")  # the room is replayed lately: its broadcast's JSON is kept
+    service.history.flush()
+    late = connect(service, "j9", "latecomer")
+    join(service, late, "lobby", since=0)
+    assert late.of_type("joined")[0]["history"][-1]["text"] == "one more"
+    assert encoded_ids == list(range(1, 301))

@@ -264,16 +264,55 @@ def test_reads_show_a_committed_message_only_once_its_callback_has_run(history: 
     assert [m.id for m in history.since("lobby", 0)] == [1, 2]
 
 
-def test_the_last_messages_of_a_busy_room_come_from_memory(history: SQLiteHistory) -> None:
-    for i in range(80):
+def test_the_last_messages_of_a_busy_room_come_from_memory(monkeypatch: pytest.MonkeyPatch, db_path: str) -> None:
+    monkeypatch.setattr(SQLiteHistory, "tail_size", 50)
+    history = SQLiteHistory(db_path)
+    history.open()
+    try:
+        for i in range(80):
+            history.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+        history.flush()
+        reads = history.reads
+        assert [m.id for m in history.recent("lobby", 50)] == list(range(31, 81))
+        assert [m.id for m in history.since("lobby", 70)] == list(range(71, 81))
+        assert history.reads == reads  # a new room's tail is cached from its first message
+        assert [m.id for m in history.since("lobby", 10, 5)] == [11, 12, 13, 14, 15]
+        assert history.reads == reads + 1  # older than the tail: from the database
+    finally:
+        history.close()
+
+
+def test_a_since_after_a_reconnect_of_a_thousand_messages_comes_from_memory(history: SQLiteHistory) -> None:
+    for i in range(1200):
         history.submit("lobby", "ann", f"m{i}", i, None, Recorder())
     history.flush()
     reads = history.reads
-    assert [m.id for m in history.recent("lobby", 50)] == list(range(31, 81))
-    assert [m.id for m in history.since("lobby", 70)] == list(range(71, 81))
-    assert history.reads == reads  # a new room's tail is cached from its first message
-    assert [m.id for m in history.since("lobby", 10, 5)] == [11, 12, 13, 14, 15]
-    assert history.reads == reads + 1  # older than the tail: from the database
+    assert [m.id for m in history.since("lobby", 200)] == list(range(201, 1201))
+    assert [m.id for m in history.since("lobby", 500, 10)] == list(range(501, 511))
+    assert history.replay("lobby", 0, 1000).messages == history.since("lobby", 200)
+    assert history.reads == reads
+    assert [m.id for m in history.since("lobby", 100, 5)] == [101, 102, 103, 104, 105]
+    assert history.reads == reads + 1  # older than the tail's 1000: from the database
+
+
+def test_a_since_read_from_the_database_up_to_the_last_message_becomes_the_tail(db_path: str) -> None:
+    first = SQLiteHistory(db_path)
+    first.open()
+    for i in range(300):
+        first.submit("lobby", "ann", f"m{i}", i, None, Recorder())
+    first.close()
+    second = SQLiteHistory(db_path)
+    second.open()
+    try:
+        reads = second.reads
+        assert [m.id for m in second.since("lobby", 0, 10)] == list(range(1, 11))  # not up to the last: not kept
+        assert [m.id for m in second.since("lobby", 0)] == list(range(1, 301))
+        assert second.reads == reads + 2
+        assert [m.id for m in second.since("lobby", 0)] == list(range(1, 301))  # the next client back
+        assert [m.id for m in second.recent("lobby")] == list(range(251, 301))
+        assert second.reads == reads + 2
+    finally:
+        second.close()
 
 
 def test_a_room_without_history_and_a_caught_up_since_are_answered_without_a_read(db_path: str) -> None:
@@ -978,12 +1017,12 @@ def test_no_read_shows_the_old_text_once_the_amendments_on_stored_runs(history: 
 
     def on_stored(result: StoredMessage | HistoryError) -> None:
         assert isinstance(result, StoredMessage), result
-        reads.append([history.get("a", [1])[1], history.recent("a", 50)[0]])
+        reads.append([history.get("a", [1])[1], history.recent("a", 50)[0], history.since("a", 0)[0]])
 
     new_version, entry = edit_of(done.stored[0], "after")
     history.amend(new_version, None, entry, on_stored)
     history.flush()
-    assert [m.text for m in reads[0]] == ["after", "after"]
+    assert [m.text for m in reads[0]] == ["after", "after", "after"]
 
 
 def test_an_amendment_against_a_stale_meta_conflicts_and_stores_nothing_leaving_ids_gap_free(
@@ -1031,7 +1070,7 @@ def test_amendments_and_authors_are_read_back_from_the_database_after_a_restart(
     first = SQLiteHistory(db_path)
     first.open()
     done = Recorder()
-    for i in range(60):  # more than the tail cache holds
+    for i in range(60):  # a tail cache, which the restart empties
         first.submit("a", "ann", f"m{i}", i, i, done, author="account:ann")
     first.flush()
     reacted = done.stored[0]._replace(meta='{"reactions":{"👍":["bob"]}}')
