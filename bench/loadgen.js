@@ -491,12 +491,19 @@ async function fanout(config) {
   let delivered = 0;
   let measuring = false;
   let stopping = false;
+  // `rate` (messages per second from the sender) paces the load: every server then delivers the
+  // same number per second, so its CPU per delivery compares at equal load; without it the window
+  // alone limits the sender, and the fastest reader sets the pace
+  const rate = config.rate || 0;
+  const pacedFrom = now();
   const pump = () => {
-    while (inflight < window && !stopping) {
+    const due = rate ? Math.floor(((now() - pacedFrom) * rate) / 1000) + 1 : Infinity;
+    while (inflight < window && !stopping && seq < due) {
       inflight++;
       sender.ws.send(sayFrame(room, seq++, textBytes));
     }
   };
+  const pacer = rate ? setInterval(pump, 2) : null;
   onChat = (client, buf) => {
     if (!parseText(buf)) return;
     delivered++;
@@ -525,11 +532,13 @@ async function fanout(config) {
   const messages = seq - sent0;
   const wire = wireBytes() - wire0;
   stopping = true;
+  if (pacer !== null) clearInterval(pacer);
   const drained = await waitUntil(() => inflight === 0, 10000);
   for (const client of clients) client.close();
   return {
     members: n,
     window,
+    rate,
     textBytes,
     connectSeconds,
     ...phase,
