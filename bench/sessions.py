@@ -69,14 +69,22 @@ def _port(url: str) -> int:
 # -- nginx ----------------------------------------------------------------------------------------------------------
 
 
+#: nginx's worker processes: each holds its share of the clients, so each needs its share of descriptors.
+NGINX_WORKERS = 2
+
+
 def nginx_files(clients: int, concurrency: int) -> tuple[int, int]:
-    """nginx's ``worker_connections`` and ``worker_rlimit_nofile`` for a burst of ``clients``.
+    """Each nginx worker's ``worker_connections`` and ``worker_rlimit_nofile`` for a burst of ``clients``.
 
     Each proxied client holds two connections in nginx's worker (the
     browser's and the one to the chat), each a descriptor: every WebSocket,
-    plus ``concurrency`` requests under way, plus a margin.
+    plus ``concurrency`` requests under way. The listening socket is opened
+    with ``reuseport``, so the kernel spreads the clients over the
+    :data:`NGINX_WORKERS` workers by a hash of their addresses: a worker's
+    share is ``1/NGINX_WORKERS`` of them, give or take a few per cent (a
+    quarter more is allowed for), plus a margin.
     """
-    connections = 2 * (clients + concurrency) + 1024
+    connections = 2 * (clients + concurrency) * 5 // (4 * NGINX_WORKERS) + 1024
     return connections, connections + 1024
 
 
@@ -86,7 +94,7 @@ def render_site(clients: int, web_port: int, ws_port: int, listen_port: int) -> 
     for old, new in (
         ("server 127.0.0.1:8000;", f"server 127.0.0.1:{web_port};"),
         ("server 127.0.0.1:8001;", f"server 127.0.0.1:{ws_port};"),
-        ("listen 80;", f"listen 127.0.0.1:{listen_port};"),
+        ("listen 80;", f"listen 127.0.0.1:{listen_port} reuseport;"),
         # every client comes from 127.0.0.1: 50 per address would refuse all but 50 of them
         ("limit_conn chat_ws_per_address 50;", f"limit_conn chat_ws_per_address {clients};"),
     ):
@@ -103,7 +111,7 @@ def main_config(directory: Path, clients: int, concurrency: int) -> str:
     return f"""
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes {NGINX_WORKERS};
 worker_rlimit_nofile {files};
 pid {directory}/nginx.pid;
 error_log {directory}/error.log warn;
@@ -166,7 +174,7 @@ def nginx(
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 workers = _children(master.pid)
-                if workers:
+                if len(workers) >= NGINX_WORKERS:
                     break
             except OSError:
                 pass
