@@ -44,6 +44,7 @@ from app.ws import (
     State,
     TextMessage,
 )
+from app.ws import Event as ProtocolEvent
 
 from .tls import TLSStream
 
@@ -201,10 +202,7 @@ class ServerWebSocket:
         """The next whole message; raises :class:`ConnectionClosed` at the end."""
         protocol = self.protocol
         while True:
-            event = protocol.next_event()
-            out = protocol.data_to_send()  # a pong, or the close frame that answers or fails
-            if out:
-                self._write(out)
+            event = self._next_event()
             if event is None:
                 if protocol.state is State.CLOSED:
                     raise self._closed_error()
@@ -213,6 +211,14 @@ class ServerWebSocket:
                 return event
             elif isinstance(event, Pong):
                 self._pong(event.payload)
+
+    def _next_event(self) -> ProtocolEvent | None:
+        """The protocol's next event, once what it has to answer is on its way (a pong, a close frame)."""
+        event = self.protocol.next_event()
+        out = self.protocol.data_to_send()
+        if out:
+            self._write(out)
+        return event
 
     def __iter__(self) -> Iterator[Message]:
         """Messages until the connection closes, normally or not."""
@@ -291,10 +297,7 @@ class ServerWebSocket:
         tls = isinstance(raw, TLSStream)
         emptied = False
         while True:
-            event = protocol.next_event()
-            out = protocol.data_to_send()  # a pong, or the close frame that answers or fails
-            if out:
-                self._write(out)
+            event = self._next_event()
             if event is None:
                 if protocol.state is State.CLOSED:
                     return False
