@@ -184,6 +184,33 @@ def test_unfinished_handshake_is_answered_408_or_closed_after_the_timeout(
         assert rooms(ws)["type"] == "rooms"
 
 
+def test_idle_chat_clients_keep_no_greenlet_and_a_say_wakes_only_the_sender(
+    tmp_path: Path, start_chat: Callable[..., InProcessChat]
+) -> None:
+    """Between messages a chat client is parked on its socket (app/server/server.py): no greenlet per idle client."""
+    chat = start_chat(tmp_path)
+    assert chat.server is not None
+    pool = chat.server.ws_server.pool
+    room = fresh_room()
+    members = [connect(chat, fresh_nick("m"))[0] for _ in range(10)]
+    try:
+        for ws in members:
+            join(ws, room)
+        deadline = time.monotonic() + scaled(5)
+        while pool.parked < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (pool.parked, pool.running) == (10, 0)
+        assert say(members[0], room, "wake up")["text"] == "wake up"
+        for ws in members[1:]:
+            assert recv_until(ws, is_message(room), scaled(5))["text"] == "wake up"
+        while pool.parked < 10 and time.monotonic() < deadline + scaled(5):
+            time.sleep(0.02)
+        assert (pool.parked, pool.running) == (10, 0)
+    finally:
+        for ws in members:
+            ws.close()
+
+
 def test_a_client_that_sends_nothing_for_the_idle_timeout_is_closed_and_a_talker_is_not(
     tmp_path: Path, start_chat: Callable[..., InProcessChat]
 ) -> None:

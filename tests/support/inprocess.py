@@ -64,6 +64,8 @@ class InProcessChat:
         self.settings = settings
         self.http_port = 0
         self.ws_port = 0
+        #: the running ChatServer, to look at (never to drive) from the test's thread
+        self.server: ChatServer | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
@@ -121,6 +123,7 @@ class InProcessChat:
                 allowed_origins=self.settings.origins or web_origins([self.http]),
             )
             chat.start()
+            self.server = chat
             if not self.settings.ws_public_url:
                 app.config["CHAT_WS_URL"] = chat.url
             self.ws_port = chat.address[1]
