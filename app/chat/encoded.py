@@ -26,10 +26,10 @@ dropped whole. No I/O.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from .events import message_json, update_json
+from .roomlru import RoomLRU
 from .store import StoredMessage
 
 __all__ = ["ENTRY_OVERHEAD", "EncodedHistory"]
@@ -56,15 +56,20 @@ class EncodedHistory:
         if per_room < 1 or rooms < 1 or budget < 1:
             raise ValueError("per_room, rooms and budget must be at least 1")
         self.per_room = per_room
-        self.rooms = rooms
-        self.budget = budget
-        self._rooms: OrderedDict[str, _Room] = OrderedDict()
-        self._bytes = 0
+        self._rooms: RoomLRU[_Room] = RoomLRU(rooms, budget)
+
+    @property
+    def rooms(self) -> int:
+        return self._rooms.rooms
+
+    @property
+    def budget(self) -> int:
+        return self._rooms.budget
 
     @property
     def used_bytes(self) -> int:
         """The kept JSON's estimated size, in bytes: at most about ``budget``."""
-        return self._bytes
+        return self._rooms.used_bytes
 
     def __contains__(self, room: object) -> bool:
         return room in self._rooms
@@ -80,12 +85,7 @@ class EncodedHistory:
         """
         if not messages:
             return []  # nothing replayed: the room is not kept for it
-        kept = self._rooms.get(room)
-        new = kept is None
-        if kept is None:
-            kept = self._rooms[room] = _Room()
-        else:
-            self._rooms.move_to_end(room)
+        kept = self._rooms.use(room) or self._rooms.put(room, _Room())
         entries = kept.entries
         lookup = entries.get
         items: list[bytes] = []
@@ -114,7 +114,7 @@ class EncodedHistory:
             entries[stored.id] = (source, data)
             added += ENTRY_OVERHEAD + len(data)
             add(data)
-        if added or new:
+        if added:
             self._grew(kept, added)
         return items
 
@@ -134,9 +134,7 @@ class EncodedHistory:
             return
         old = kept.entries.pop(message_id, None)
         if old is not None:
-            size = ENTRY_OVERHEAD + len(old[1])
-            kept.bytes -= size
-            self._bytes -= size
+            self._rooms.resized(kept, -(ENTRY_OVERHEAD + len(old[1])))
 
     def _grew(self, kept: _Room, added: int) -> None:
         """``kept`` changed by ``added`` bytes: trim it to ``per_room`` entries, then the rooms to the budget."""
@@ -144,9 +142,5 @@ class EncodedHistory:
         while len(entries) > self.per_room:
             _, data = entries.pop(next(iter(entries)))  # the oldest encoded (a dict keeps insertion order)
             added -= ENTRY_OVERHEAD + len(data)
-        kept.bytes += added
-        self._bytes += added
-        rooms = self._rooms
-        while len(rooms) > 1 and (len(rooms) > self.rooms or self._bytes > self.budget):
-            _, dropped = rooms.popitem(last=False)
-            self._bytes -= dropped.bytes
+        self._rooms.resized(kept, added)
+        self._rooms.shrink()

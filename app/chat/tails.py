@@ -21,10 +21,11 @@ what is acknowledged and when a read may be kept; this only remembers.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from itertools import islice
 
+from .roomlru import RoomLRU
 from .store import StoredMessage
 
 __all__ = ["MESSAGE_OVERHEAD", "TailCache"]
@@ -52,15 +53,20 @@ class TailCache:
         if size < 1 or rooms < 1 or budget < 1:
             raise ValueError("size, rooms and budget must be at least 1")
         self.size = size
-        self.rooms = rooms
-        self.budget = budget
-        self._tails: OrderedDict[str, _Tail] = OrderedDict()
-        self._bytes = 0
+        self._tails: RoomLRU[_Tail] = RoomLRU(rooms, budget)
+
+    @property
+    def rooms(self) -> int:
+        return self._tails.rooms
+
+    @property
+    def budget(self) -> int:
+        return self._tails.budget
 
     @property
     def used_bytes(self) -> int:
         """The cached messages' estimated size, in bytes: at most about ``budget``."""
-        return self._bytes
+        return self._tails.used_bytes
 
     def __contains__(self, room: object) -> bool:
         return room in self._tails
@@ -72,12 +78,8 @@ class TailCache:
 
     def start(self, room: str, messages: list[StoredMessage]) -> None:
         """``messages`` (oldest first, contiguous) end at the room's last acknowledged one: they are its tail."""
-        if not messages:
-            return
-        self.drop(room)
-        tail = self._tails[room] = _Tail(deque(messages[-self.size :], maxlen=self.size))
-        self._bytes += tail.bytes
-        self._shrink()
+        if messages:
+            self._tails.put(room, _Tail(deque(messages[-self.size :], maxlen=self.size)))
 
     def append(self, message: StoredMessage) -> None:
         """``message`` was acknowledged, the next of its room: a cached tail gets it (the oldest may go)."""
@@ -89,10 +91,9 @@ class TailCache:
         if len(messages) == self.size:
             added -= _cost(messages[0])  # the deque drops it
         messages.append(message)
-        tail.bytes += added
-        self._bytes += added
-        if added > 0 and self._bytes > self.budget:
-            self._shrink()
+        self._tails.resized(tail, added)
+        if added > 0:
+            self._tails.shrink()
 
     def rewrite(self, original: StoredMessage) -> None:
         """An amendment was acknowledged: ``original``'s new version replaces the cached one, if cached."""
@@ -104,21 +105,11 @@ class TailCache:
         if 0 <= index < len(messages):
             change = _cost(original) - _cost(messages[index])
             messages[index] = original
-            tail.bytes += change
-            self._bytes += change
+            self._tails.resized(tail, change)
 
     def drop(self, room: str) -> None:
         """Forget the room's tail (it may no longer be contiguous with what is acknowledged)."""
-        tail = self._tails.pop(room, None)
-        if tail is not None:
-            self._bytes -= tail.bytes
-
-    def _shrink(self) -> None:
-        """Drop the least recently used rooms while over either bound (the most recent one stays)."""
-        tails = self._tails
-        while len(tails) > 1 and (len(tails) > self.rooms or self._bytes > self.budget):
-            _, tail = tails.popitem(last=False)
-            self._bytes -= tail.bytes
+        self._tails.drop(room)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -127,10 +118,9 @@ class TailCache:
 
         Only what the tail holds: the caller knows the room's last acknowledged id.
         """
-        tail = self._tails.get(room)
+        tail = self._tails.use(room)
         if tail is None:
             return None
-        self._tails.move_to_end(room)
         messages = tail.messages
         start = after_id + 1 - messages[0].id
         if start < 0:

@@ -384,7 +384,7 @@ class ClientGreenlets:
 
     def full(self) -> bool:
         """Whether ``limit`` clients are being served (a new one is refused with 503)."""
-        return len(self._running) + len(self._parked) >= self.limit
+        return len(self) >= self.limit
 
     def address_full(self, address: Any) -> bool:
         """Whether this client's host holds ``per_address`` connections already (429)."""
